@@ -1,0 +1,160 @@
+"""Avatars (AI characters defined by a persona), their conversations with players, feedback."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Avatar(models.Model):
+    hunt = models.ForeignKey(
+        "hunt.Hunt", null=True, blank=True, on_delete=models.CASCADE, related_name="avatars"
+    )
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    persona = models.TextField(
+        help_text=_("The magic formula: who this character is and how it behaves, in plain words.")
+    )
+    greeting = models.CharField(max_length=300, blank=True)
+    land = models.CharField(max_length=200, blank=True, help_text=_("OVRLand hex id or place."))
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="avatars",
+        help_text=_("The creator who may edit this avatar."),
+    )
+    published = models.BooleanField(default=True, help_text=_("Open to players."))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(latitude__isnull=True, longitude__isnull=True)
+                | Q(latitude__gte=-90, latitude__lte=90, longitude__gte=-180, longitude__lte=180),
+                name="avatar_location_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def location(self) -> dict | None:
+        if self.latitude is None or self.longitude is None:
+            return None
+        return {"lat": self.latitude, "lon": self.longitude}
+
+    def public_texts(self) -> list[str]:
+        """Texts the model or players see before any unlock."""
+        return [self.persona, self.greeting, self.name]
+
+    def clean(self) -> None:
+        from hunt.models import guarded_words_in
+
+        if self.hunt_id:
+            found = guarded_words_in(self.public_texts(), self.hunt.guarded_words().values())
+            if found:
+                raise ValidationError(
+                    _("The persona, greeting or name contains a guarded word (%(n)d found).")
+                    % {"n": len(found)}
+                )
+
+
+class Conversation(models.Model):
+    """One persistent conversation per (player, avatar)."""
+
+    player = models.ForeignKey(
+        "hunt.Player", on_delete=models.CASCADE, related_name="conversations"
+    )
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
+    # A rolling summary of the messages up to `summary_upto` (a message id), so the prompt stays
+    # bounded however long the conversation runs.
+    summary = models.TextField(blank=True)
+    summary_upto = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            # Race: a player's two tabs opening the same avatar at once.
+            models.UniqueConstraint(fields=["player", "avatar"], name="conversation_per_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.player} × {self.avatar}"
+
+    def group_name(self) -> str:
+        return f"chat.conversation.{self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        PLAYER = "player", _("player")
+        AVATAR = "avatar", _("avatar")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting for a reply")
+        GENERATING = "generating", _("reply being generated")
+        DONE = "done", _("done")
+        FAILED = "failed", _("generation failed")
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    text = models.TextField()
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
+    reply_to = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="reply"
+    )
+    # Set when a generation job claims the turn; lets a redelivered job take over a dead one.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # Race: a client resending its frame after a reconnect; one stored message per id.
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_once",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "id"], name="message_conversation_id"),
+            models.Index(fields=["status"], name="message_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:40]}"
+
+
+class Feedback(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    player = models.ForeignKey("hunt.Player", on_delete=models.CASCADE, related_name="feedback")
+    value = models.SmallIntegerField(choices=[(1, "👍"), (-1, "👎")])
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        constraints = [
+            # A player changing their mind updates the one row (update_or_create).
+            models.UniqueConstraint(fields=["message", "player"], name="feedback_once"),
+            models.CheckConstraint(condition=Q(value__in=[1, -1]), name="feedback_value_sign"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.value:+d} on {self.message_id}"

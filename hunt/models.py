@@ -1,0 +1,312 @@
+"""The game: hunts, their 24 seed words, clues that guard them, players, discoveries, claims."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets as pysecrets
+import unicodedata
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from hunt import secrets
+
+PHRASE_LENGTH = 24
+DEFAULT_REVEAL_LINE = "Very well, you asked the right question. The word you seek is “{word}”."
+
+
+def guarded_words_in(texts: Iterable[str], words: Iterable[str]) -> list[str]:
+    """The guarded words that appear as whole words in any of `texts` (case-insensitive).
+
+    Used on every save of text the model or players see before an unlock (personas, greetings,
+    hints, questions, keywords, descriptions): such a text would hand the word to everyone.
+    """
+    haystack = unicodedata.normalize("NFKC", "\n".join(t for t in texts if t)).casefold()
+    return sorted(
+        {
+            word
+            for word in words
+            if word and re.search(rf"(?<![^\W_]){re.escape(word.casefold())}(?![^\W_])", haystack)
+        }
+    )
+
+
+class Hunt(models.Model):
+    class Status(models.TextChoices):
+        UPCOMING = "upcoming", _("upcoming")
+        LIVE = "live", _("live")
+        ENDED = "ended", _("ended")
+
+    slug = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    prize = models.CharField(max_length=300, blank=True)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    # Django password-hasher format ("pbkdf2_sha256$..."): the full phrase is never stored.
+    phrase_hash = models.CharField(max_length=256)
+    registration_open = models.BooleanField(default=True)
+
+    chat_rate_per_minute = models.PositiveSmallIntegerField(
+        default=10, help_text=_("Messages a player may send per minute.")
+    )
+    chat_burst = models.PositiveSmallIntegerField(
+        default=3, help_text=_("Messages a player may send at once before the rate applies.")
+    )
+    claim_cooldown_seconds = models.PositiveIntegerField(
+        default=60, help_text=_("First cooldown after a wrong claim; it doubles each time.")
+    )
+    gate_attempts = models.PositiveSmallIntegerField(
+        default=5, help_text=_("Near misses a player may make before a cooldown.")
+    )
+    gate_cooldown_seconds = models.PositiveIntegerField(
+        default=300, help_text=_("How long no clue opens for a player after too many near misses.")
+    )
+
+    winner = models.ForeignKey(
+        "Player", null=True, blank=True, on_delete=models.PROTECT, related_name="hunts_won"
+    )
+    won_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="hunt_ends_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("hunt-detail", args=[self.slug])
+
+    @property
+    def status(self) -> str:
+        now = timezone.now()
+        if now < self.starts_at:
+            return self.Status.UPCOMING
+        if now >= self.ends_at:
+            return self.Status.ENDED
+        return self.Status.LIVE
+
+    def is_live(self) -> bool:
+        return self.status == self.Status.LIVE
+
+    def guarded_words(self) -> dict[int, str]:
+        """Position -> clear word, for the gate and the reply guard only (see hunt/secrets.py)."""
+        return {w.position: w.reveal_word() for w in self.words.all() if w.has_word}
+
+
+class SeedWord(models.Model):
+    hunt = models.ForeignKey(Hunt, on_delete=models.CASCADE, related_name="words")
+    position = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(PHRASE_LENGTH)]
+    )
+    # Fernet token, empty for a word hidden outside this server (see hunt/secrets.py).
+    word_encrypted = models.TextField(blank=True, editable=False)
+    world = models.CharField(max_length=120, blank=True)
+    hint = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["hunt", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["hunt", "position"], name="seedword_unique_position"),
+            models.CheckConstraint(
+                condition=Q(position__gte=1) & Q(position__lte=PHRASE_LENGTH),
+                name="seedword_position_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hunt.slug} #{self.position}"
+
+    @property
+    def has_word(self) -> bool:
+        return bool(self.word_encrypted)
+
+    def reveal_word(self) -> str:
+        return secrets.decrypt_word(self.word_encrypted) if self.word_encrypted else ""
+
+    def set_word(self, word: str) -> None:
+        self.word_encrypted = secrets.encrypt_word(word.strip().lower()) if word.strip() else ""
+
+
+class Player(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="player"
+    )
+    display_name = models.CharField(max_length=60, blank=True)
+    hidden = models.BooleanField(
+        default=False, help_text=_("Left out of leaderboards (staff, testers).")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.user.get_username()
+
+    @classmethod
+    def for_user(cls, user) -> Player:
+        """The player profile of an account, created on first use.
+
+        Race: two first requests of a new account at once; the unique user column makes the
+        loser's insert fail and get_or_create then reads the winner's row.
+        """
+        player, _created = cls.objects.get_or_create(
+            user=user, defaults={"hidden": user.is_staff}
+        )
+        return player
+
+
+class Clue(models.Model):
+    """An avatar guards one seed word: the right questions open it for a player."""
+
+    avatar = models.ForeignKey("avatars.Avatar", on_delete=models.CASCADE, related_name="clues")
+    word = models.ForeignKey(SeedWord, on_delete=models.CASCADE, related_name="clues")
+    questions = models.JSONField(default=list, help_text=_("Example phrasings of the question."))
+    keywords = models.JSONField(default=list, blank=True)
+    requires = models.JSONField(
+        default=list, blank=True, help_text=_("Positions the player must have discovered first.")
+    )
+    hints = models.JSONField(default=list, blank=True, help_text=_("Public steering lines."))
+    examples = models.JSONField(default=list, blank=True, help_text=_("Must unlock."))
+    counterexamples = models.JSONField(default=list, blank=True, help_text=_("Must not unlock."))
+    threshold = models.FloatField(
+        null=True, blank=True, help_text=_("Similarity needed to open; empty: the default.")
+    )
+    reveal_line = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text=_("Said when the word is revealed; {word} stands for the word."),
+    )
+
+    class Meta:
+        ordering = ["word__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["avatar", "word"], name="clue_unique_avatar_word"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.avatar} guards #{self.word.position}"
+
+    def reveal_text(self, word: str) -> str:
+        return (self.reveal_line or DEFAULT_REVEAL_LINE).replace("{word}", word)
+
+    def public_texts(self) -> list[str]:
+        """Every text of this clue that players or the model may see before unlock."""
+        return [*self.questions, *self.keywords, *self.hints, self.reveal_line]
+
+
+class Discovery(models.Model):
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="discoveries")
+    word = models.ForeignKey(SeedWord, on_delete=models.CASCADE, related_name="discoveries")
+    clue = models.ForeignKey(Clue, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.ForeignKey(
+        "avatars.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first = models.BooleanField(default=False)
+    found_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "discoveries"
+        ordering = ["-found_at"]
+        constraints = [
+            # Races: the same player asking twice at once, and two players claiming "first".
+            models.UniqueConstraint(fields=["player", "word"], name="discovery_once_per_player"),
+            models.UniqueConstraint(
+                fields=["word"], condition=Q(first=True), name="discovery_one_first_finder"
+            ),
+        ]
+        indexes = [models.Index(fields=["word", "found_at"], name="discovery_word_time")]
+
+    def __str__(self) -> str:
+        return f"{self.player} found #{self.word.position}"
+
+
+class Claim(models.Model):
+    class Result(models.TextChoices):
+        WINNER = "winner", _("winner")
+        CORRECT = "correct", _("correct")
+        WRONG = "wrong", _("wrong")
+        INVALID = "invalid", _("invalid")
+
+    hunt = models.ForeignKey(Hunt, on_delete=models.CASCADE, related_name="claims")
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="claims")
+    # The claimed phrase itself is never stored: a correct one is the wallet's key.
+    result = models.CharField(max_length=10, choices=Result.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Race: two correct claims at once; only one row may say "winner".
+            models.UniqueConstraint(
+                fields=["hunt"], condition=Q(result="winner"), name="claim_one_winner"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["hunt", "player", "created_at"], name="claim_player_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.player} {self.result} on {self.hunt}"
+
+
+class ApiToken(models.Model):
+    """Bearer tokens for AR clients and scripts, stored as SHA-256 digests only."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"token for {self.user} ({self.digest[:8]}…)"
+
+    @staticmethod
+    def _digest(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user) -> str:
+        """Creates a token and returns its raw value, shown to the client once."""
+        raw = pysecrets.token_urlsafe(32)
+        cls.objects.create(user=user, digest=cls._digest(raw))
+        return raw
+
+    @classmethod
+    def authenticate(cls, raw: str):
+        """The active user owning this raw token, or None."""
+        if not raw:
+            return None
+        token = (
+            cls.objects.select_related("user")
+            .filter(digest=cls._digest(raw), user__is_active=True)
+            .first()
+        )
+        if token is None:
+            return None
+        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        return token.user

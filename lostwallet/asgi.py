@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lostwallet.settings")
+# Build the Django app first: it sets up the app registry the consumers' imports need.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from avatars.routing import websocket_urlpatterns as avatar_routes  # noqa: E402
+from hunt.routing import websocket_urlpatterns as hunt_routes  # noqa: E402
+from lostwallet.middleware import BrowserOriginValidator  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": BrowserOriginValidator(
+            AuthMiddlewareStack(URLRouter(avatar_routes + hunt_routes))
+        ),
+    }
+)

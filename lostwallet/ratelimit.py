@@ -1,0 +1,66 @@
+"""Rate limits counted per account (GCRA: a steady rate plus a burst).
+
+With REDIS_URL set the check-and-update is one Lua script, so every web process and worker
+shares one atomic counter per key; without it a lock-guarded dict serves the single process.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from functools import cache
+
+from django.conf import settings
+
+# KEYS[1]: the bucket; ARGV: emission interval (s), burst. Returns nil when allowed, else the
+# seconds to wait. Redis' own clock keeps all callers on one time base.
+_GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if now < allow_at then return tostring(allow_at - now) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000))
+return nil
+"""
+
+_local_lock = threading.Lock()
+_local_tat: dict[str, float] = {}
+
+
+@cache
+def _redis_script():
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    return client.register_script(_GCRA_LUA)
+
+
+def hit(key: str, rate_per_minute: int, burst: int = 1) -> float | None:
+    """Counts one event for `key`. Returns None when allowed, else seconds until allowed.
+
+    A refused event is not counted, so a client that waits `retry_after` gets through.
+    """
+    interval = 60.0 / max(rate_per_minute, 1)
+    burst = max(burst, 1)
+    if settings.REDIS_URL:
+        wait = _redis_script()(keys=[f"ratelimit:{key}"], args=[interval, burst])
+        return None if wait is None else float(wait)
+    with _local_lock:
+        now = time.monotonic()
+        new_tat = max(_local_tat.get(key, now), now) + interval
+        allow_at = new_tat - burst * interval
+        if now < allow_at:
+            return allow_at - now
+        _local_tat[key] = new_tat
+        return None
+
+
+def retry_after_seconds(wait: float) -> int:
+    """Whole seconds for a `retry_after` field: never 0, so clients do not spin."""
+    return max(1, math.ceil(wait))

@@ -169,9 +169,7 @@ class Player(models.Model):
         Race: two first requests of a new account at once; the unique user column makes the
         loser's insert fail and get_or_create then reads the winner's row.
         """
-        player, _created = cls.objects.get_or_create(
-            user=user, defaults={"hidden": user.is_staff}
-        )
+        player, _created = cls.objects.get_or_create(user=user, defaults={"hidden": user.is_staff})
         return player
 
 

@@ -34,11 +34,10 @@ _local_tat: dict[str, float] = {}
 
 
 @cache
-def _redis_script():
+def _redis_script(url: str):
     import redis
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    return client.register_script(_GCRA_LUA)
+    return redis.Redis.from_url(url).register_script(_GCRA_LUA)
 
 
 def hit(key: str, rate_per_minute: int, burst: int = 1) -> float | None:
@@ -49,7 +48,7 @@ def hit(key: str, rate_per_minute: int, burst: int = 1) -> float | None:
     interval = 60.0 / max(rate_per_minute, 1)
     burst = max(burst, 1)
     if settings.REDIS_URL:
-        wait = _redis_script()(keys=[f"ratelimit:{key}"], args=[interval, burst])
+        wait = _redis_script(settings.REDIS_URL)(keys=[f"ratelimit:{key}"], args=[interval, burst])
         return None if wait is None else float(wait)
     with _local_lock:
         now = time.monotonic()
@@ -59,6 +58,12 @@ def hit(key: str, rate_per_minute: int, burst: int = 1) -> float | None:
             return allow_at - now
         _local_tat[key] = new_tat
         return None
+
+
+def reset_local() -> None:
+    """Forgets the in-process counters (tests; a restart does the same in production)."""
+    with _local_lock:
+        _local_tat.clear()
 
 
 def retry_after_seconds(wait: float) -> int:

@@ -1,0 +1,118 @@
+"""Avatar screens for organizers and creators.
+
+Organizers (users who may change hunts) see every avatar and its clues; creators see and edit
+only their own avatars, without clues. Conversations may hold words revealed to their player,
+so only superusers read them.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+from django.utils.translation import gettext_lazy as _
+
+from avatars.models import Avatar, Conversation, Feedback, Message
+from hunt.admin import ClueInline
+
+
+def is_organizer(request) -> bool:
+    return request.user.is_superuser or request.user.has_perm("hunt.change_hunt")
+
+
+@admin.register(Avatar)
+class AvatarAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "hunt", "land", "published", "owner", "conversations_count"]
+    list_filter = ["published", "hunt"]
+    search_fields = ["name", "slug", "land", "persona"]
+    prepopulated_fields = {"slug": ["name"]}
+    list_editable = ["published"]
+    autocomplete_fields = ["owner"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "hunt", "published", "owner"]}),
+        (_("Character"), {"fields": ["persona", "greeting"]}),
+        (_("Where"), {"fields": ["land", "latitude", "longitude"]}),
+    ]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request).annotate(n_conv=Count("conversations"))
+        return qs if is_organizer(request) else qs.filter(owner=request.user)
+
+    def get_inlines(self, request, obj):
+        return [ClueInline] if is_organizer(request) else []
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if is_organizer(request) else ["hunt", "owner"]
+
+    def save_model(self, request, obj, form, change):
+        if not change and obj.owner_id is None:
+            obj.owner = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description=_("conversations"), ordering="n_conv")
+    def conversations_count(self, obj):
+        return obj.n_conv
+
+
+class SuperuserOnlyAdmin(admin.ModelAdmin):
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ["created_at", "role", "text", "status"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Conversation)
+class ConversationAdmin(SuperuserOnlyAdmin):
+    list_display = ["player", "avatar", "messages_count", "updated_at"]
+    list_filter = ["avatar__hunt", "avatar"]
+    search_fields = ["player__display_name", "player__user__username", "avatar__name"]
+    inlines = [MessageInline]
+    readonly_fields = ["player", "avatar", "summary", "summary_upto", "created_at", "updated_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n=Count("messages"))
+
+    @admin.display(description=_("messages"), ordering="n")
+    def messages_count(self, obj):
+        return obj.n
+
+
+@admin.register(Message)
+class MessageAdmin(SuperuserOnlyAdmin):
+    list_display = ["id", "conversation", "role", "short_text", "status", "created_at"]
+    list_filter = ["role", "status"]
+    search_fields = ["text", "client_id"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description=_("text"))
+    def short_text(self, obj):
+        return obj.text[:80]
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    list_display = ["message_id", "avatar", "value", "player", "created_at"]
+    list_filter = ["value", "message__conversation__avatar"]
+    readonly_fields = ["message", "player", "value", "created_at"]
+
+    @admin.display(description=_("avatar"))
+    def avatar(self, obj):
+        return obj.message.conversation.avatar
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,273 @@
+"""Organizer screens. Guarded words are shown and edited only by superusers."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.utils.translation import gettext_lazy as _
+
+from hunt.hunt_files import bip39_words
+from hunt.models import ApiToken, Claim, Clue, Discovery, Hunt, Player, SeedWord, guarded_words_in
+
+
+class LinesField(forms.CharField):
+    """A JSON list of strings edited as a textarea, one entry per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+class PositionsField(forms.CharField):
+    """A JSON list of positions edited as "3, 12"."""
+
+    def prepare_value(self, value):
+        return ", ".join(map(str, value)) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        try:
+            return [int(p) for p in (value or "").replace(",", " ").split()]
+        except ValueError:
+            raise ValidationError(_("List positions as numbers, e.g. 3, 12.")) from None
+
+
+def check_no_guarded_words(hunt: Hunt | None, texts: list[str]) -> None:
+    if hunt is None or hunt.pk is None:
+        return
+    if guarded_words_in(texts, hunt.guarded_words().values()):
+        raise ValidationError(
+            _("This text contains a guarded word of the hunt; players or the model would see it.")
+        )
+
+
+class SeedWordForm(forms.ModelForm):
+    word = forms.CharField(
+        required=False,
+        help_text=_("BIP39 word; empty when hidden elsewhere. Stored encrypted."),
+    )
+
+    class Meta:
+        model = SeedWord
+        fields = ["position", "word", "world", "hint"]
+
+    can_see_words = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.can_see_words:
+            del self.fields["word"]
+        elif self.instance.pk:
+            self.fields["word"].initial = self.instance.reveal_word()
+
+    def clean_word(self):
+        word = self.cleaned_data["word"].strip().lower()
+        if word and word not in bip39_words():
+            raise ValidationError(_("Not a word of the BIP39 English list."))
+        if word and self.instance.pk and word != self.instance.reveal_word():
+            if self.instance.discoveries.exists():
+                raise ValidationError(_("Players already discovered this word; it cannot change."))
+        return word
+
+    def clean(self):
+        data = super().clean()
+        check_no_guarded_words(
+            self.instance.hunt if self.instance.hunt_id else None,
+            [data.get("world", ""), data.get("hint", "")],
+        )
+        return data
+
+    def save(self, commit=True):
+        if "word" in self.fields:
+            self.instance.set_word(self.cleaned_data["word"])
+        return super().save(commit)
+
+
+class SeedWordInline(admin.TabularInline):
+    model = SeedWord
+    form = SeedWordForm
+    extra = 0
+    max_num = 24
+    ordering = ["position"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        form = type("SeedWordForm", (SeedWordForm,), {"can_see_words": request.user.is_superuser})
+        return super().get_formset(request, obj, form=form, **kwargs)
+
+
+@admin.register(Hunt)
+class HuntAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "status_label", "starts_at", "ends_at", "winner", "players"]
+    list_filter = ["registration_open", "starts_at"]
+    search_fields = ["title", "slug", "description"]
+    readonly_fields = ["winner", "won_at", "created_at", "updated_at"]
+    inlines = [SeedWordInline]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "description", "prize"]}),
+        (_("Schedule"), {"fields": ["starts_at", "ends_at", "registration_open"]}),
+        (_("The phrase"), {"fields": ["phrase_hash"], "classes": ["collapse"]}),
+        (
+            _("Limits"),
+            {
+                "fields": [
+                    "chat_rate_per_minute",
+                    "chat_burst",
+                    "claim_cooldown_seconds",
+                    "gate_attempts",
+                    "gate_cooldown_seconds",
+                ]
+            },
+        ),
+        (_("Result"), {"fields": ["winner", "won_at", "created_at", "updated_at"]}),
+    ]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_players=Count("words__discoveries__player", distinct=True))
+        )
+
+    @admin.display(description=_("status"))
+    def status_label(self, obj):
+        return obj.status
+
+    @admin.display(description=_("players with a discovery"), ordering="n_players")
+    def players(self, obj):
+        return obj.n_players
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields if request.user.is_superuser else [*fields, "phrase_hash"]
+
+    def save_model(self, request, obj, form, change):
+        check_no_guarded_words(obj, [obj.title, obj.description, obj.prize])
+        super().save_model(request, obj, form, change)
+
+
+class ClueForm(forms.ModelForm):
+    questions = LinesField(help_text=_("One right question per line."))
+    keywords = LinesField(required=False, help_text=_("One per line; one must be in the question."))
+    hints = LinesField(required=False, help_text=_("Public steering lines, one per line."))
+    examples = LinesField(required=False, help_text=_("Phrasings that must unlock."))
+    counterexamples = LinesField(required=False, help_text=_("Phrasings that must not unlock."))
+    requires = PositionsField(required=False, help_text=_("Positions to discover first."))
+
+    class Meta:
+        model = Clue
+        fields = [
+            "word",
+            "questions",
+            "keywords",
+            "requires",
+            "hints",
+            "examples",
+            "counterexamples",
+            "threshold",
+            "reveal_line",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        word = data.get("word")
+        if word is not None:
+            if not word.has_word:
+                raise ValidationError(_("This position has no word on this server to guard."))
+            check_no_guarded_words(
+                word.hunt,
+                [
+                    *data.get("questions", []),
+                    *data.get("keywords", []),
+                    *data.get("hints", []),
+                    data.get("reveal_line", ""),
+                ],
+            )
+        return data
+
+
+class ClueInline(admin.StackedInline):
+    model = Clue
+    form = ClueForm
+    extra = 0
+    autocomplete_fields = ["word"]
+
+
+@admin.register(SeedWord)
+class SeedWordAdmin(admin.ModelAdmin):
+    """Mainly the target of the clue inline's word search."""
+
+    list_display = ["hunt", "position", "world", "guarded_here"]
+    list_filter = ["hunt"]
+    search_fields = ["hunt__slug", "world", "hint"]
+    ordering = ["hunt", "position"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = type("SeedWordForm", (SeedWordForm,), {"can_see_words": request.user.is_superuser})
+        return super().get_form(request, obj, form=form, **kwargs)
+
+    @admin.display(boolean=True, description=_("guarded here"))
+    def guarded_here(self, obj):
+        return obj.has_word
+
+
+@admin.register(Player)
+class PlayerAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "hidden", "discoveries_count", "created_at"]
+    list_filter = ["hidden"]
+    search_fields = ["display_name", "user__username", "user__email"]
+    list_editable = ["hidden"]
+    autocomplete_fields = ["user"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n=Count("discoveries"))
+
+    @admin.display(description=_("discoveries"), ordering="n")
+    def discoveries_count(self, obj):
+        return obj.n
+
+
+@admin.register(Discovery)
+class DiscoveryAdmin(admin.ModelAdmin):
+    list_display = ["player", "hunt", "position", "first", "found_at"]
+    list_filter = ["first", "word__hunt"]
+    search_fields = ["player__display_name", "player__user__username"]
+    date_hierarchy = "found_at"
+    readonly_fields = ["player", "word", "clue", "message", "first", "found_at"]
+
+    @admin.display(description=_("hunt"))
+    def hunt(self, obj):
+        return obj.word.hunt
+
+    @admin.display(description=_("position"), ordering="word__position")
+    def position(self, obj):
+        return obj.word.position
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Claim)
+class ClaimAdmin(admin.ModelAdmin):
+    list_display = ["player", "hunt", "result", "created_at"]
+    list_filter = ["result", "hunt"]
+    search_fields = ["player__display_name", "player__user__username"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["hunt", "player", "result", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "created_at", "last_used_at"]
+    search_fields = ["user__username"]
+    readonly_fields = ["user", "digest", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False

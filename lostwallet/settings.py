@@ -132,6 +132,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that the Daphne and Celery processes of integration tests can
+    # share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
     # Several threads (web, in-process generation jobs) write to one file: wait for the lock
     # instead of failing at once, and let readers run beside a writer.
     DATABASES["default"]["OPTIONS"] = {

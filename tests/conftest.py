@@ -82,13 +82,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def service_env(**extra: str) -> dict[str, str]:
-    """Environment for a real Daphne or Celery process sharing this test's data."""
+def service_env(redis: bool = True, **extra: str) -> dict[str, str]:
+    """Environment for a real Daphne or Celery process sharing this test's data.
+
+    With redis=False the process runs embedded (in-memory layer, in-process jobs), which is
+    enough for a browser test against one Daphne process.
+    """
     env = dict(os.environ)
     env.update(
         {
             "DATABASE_URL": test_database_url(),
-            "REDIS_URL": require_redis(),
+            "REDIS_URL": require_redis() if redis else "",
             "DJANGO_SETTINGS_MODULE": "lostwallet.settings",
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
@@ -146,8 +150,8 @@ def start_service(tmp_path):
     """start_service(name, args, **env) -> Service; every one is stopped after the test."""
     started: list[Service] = []
 
-    def start(name: str, args: list[str], **extra_env: str) -> Service:
-        service = Service(args, service_env(**extra_env), tmp_path / f"{name}.log")
+    def start(name: str, args: list[str], redis: bool = True, **extra_env: str) -> Service:
+        service = Service(args, service_env(redis, **extra_env), tmp_path / f"{name}.log")
         started.append(service)
         return service
 
@@ -265,3 +269,31 @@ def demo_hunt(db) -> Hunt:
     )
     hunt.refresh_from_db()
     return hunt
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Without these Chromium keeps dialing out, and this machine's closed network refuses it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser_page():
+    """A Playwright page in Debian's headless Chromium (no browser download)."""
+    if not Path(CHROMIUM).exists():
+        missing_service(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()

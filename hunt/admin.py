@@ -47,57 +47,65 @@ def check_no_guarded_words(hunt: Hunt | None, texts: list[str]) -> None:
 
 
 class SeedWordForm(forms.ModelForm):
+    """Seed word fields for staff who may not see the guarded word itself."""
+
+    class Meta:
+        model = SeedWord
+        fields = ["position", "world", "hint"]
+
+    def clean(self):
+        data = super().clean()
+        hunt = self.instance.hunt if self.instance.hunt_id else None
+        check_no_guarded_words(hunt, [data.get("world", ""), data.get("hint", "")])
+        return data
+
+
+class SecretSeedWordForm(SeedWordForm):
+    """For superusers: the guarded word too, decrypted for editing and encrypted on save."""
+
     word = forms.CharField(
         required=False,
         help_text=_("BIP39 word; empty when hidden elsewhere. Stored encrypted."),
     )
 
-    class Meta:
-        model = SeedWord
+    class Meta(SeedWordForm.Meta):
         fields = ["position", "word", "world", "hint"]
-
-    can_see_words = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self.can_see_words:
-            del self.fields["word"]
-        elif self.instance.pk:
+        if self.instance.pk:
             self.fields["word"].initial = self.instance.reveal_word()
 
     def clean_word(self):
         word = self.cleaned_data["word"].strip().lower()
         if word and word not in bip39_words():
             raise ValidationError(_("Not a word of the BIP39 English list."))
-        if word and self.instance.pk and word != self.instance.reveal_word():
-            if self.instance.discoveries.exists():
-                raise ValidationError(_("Players already discovered this word; it cannot change."))
+        changed = self.instance.pk and word != self.instance.reveal_word()
+        if changed and self.instance.discoveries.exists():
+            raise ValidationError(_("Players already discovered this word; it cannot change."))
         return word
 
-    def clean(self):
-        data = super().clean()
-        check_no_guarded_words(
-            self.instance.hunt if self.instance.hunt_id else None,
-            [data.get("world", ""), data.get("hint", "")],
-        )
-        return data
-
     def save(self, commit=True):
-        if "word" in self.fields:
-            self.instance.set_word(self.cleaned_data["word"])
+        self.instance.set_word(self.cleaned_data["word"])
         return super().save(commit)
+
+
+def seed_word_form(request) -> type[SeedWordForm]:
+    return SecretSeedWordForm if request.user.is_superuser else SeedWordForm
 
 
 class SeedWordInline(admin.TabularInline):
     model = SeedWord
-    form = SeedWordForm
     extra = 0
     max_num = 24
     ordering = ["position"]
 
     def get_formset(self, request, obj=None, **kwargs):
-        form = type("SeedWordForm", (SeedWordForm,), {"can_see_words": request.user.is_superuser})
-        return super().get_formset(request, obj, form=form, **kwargs)
+        kwargs["fields"] = seed_word_form(request).Meta.fields
+        return super().get_formset(request, obj, form=seed_word_form(request), **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return seed_word_form(request).Meta.fields
 
 
 @admin.register(Hunt)
@@ -207,8 +215,11 @@ class SeedWordAdmin(admin.ModelAdmin):
     ordering = ["hunt", "position"]
 
     def get_form(self, request, obj=None, **kwargs):
-        form = type("SeedWordForm", (SeedWordForm,), {"can_see_words": request.user.is_superuser})
-        return super().get_form(request, obj, form=form, **kwargs)
+        kwargs["fields"] = seed_word_form(request).Meta.fields
+        return super().get_form(request, obj, form=seed_word_form(request), **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return seed_word_form(request).Meta.fields
 
     @admin.display(boolean=True, description=_("guarded here"))
     def guarded_here(self, obj):

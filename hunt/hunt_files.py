@@ -182,8 +182,9 @@ def _check_words(c: _Checker, doc: dict) -> dict[int, str | None]:
         words[pos] = word
         c.text(entry, "world", path, required=False, max_len=120)
         c.text(entry, "hint", path, required=False, max_len=300)
+    valid_entries = sum(isinstance(e, dict) for e in entries) == len(entries)
     for pos in range(1, PHRASE_LENGTH + 1):
-        if entries and len(entries) == PHRASE_LENGTH and pos not in words:
+        if valid_entries and pos not in words:
             c.add("$.words", f"position {pos} is missing")
     return words
 

@@ -25,6 +25,8 @@ DEFAULT_REVEAL_LINE = "Very well, you asked the right question. The word you see
 def guarded_words_in(texts: Iterable[str], words: Iterable[str]) -> list[str]:
     """The guarded words that appear as whole words in any of `texts` (case-insensitive).
 
+    A plural or possessive ("lamps", "lamp's") gives the word away too, so it counts.
+
     Used on every save of text the model or players see before an unlock (personas, greetings,
     hints, questions, keywords, descriptions): such a text would hand the word to everyone.
     """
@@ -33,7 +35,10 @@ def guarded_words_in(texts: Iterable[str], words: Iterable[str]) -> list[str]:
         {
             word
             for word in words
-            if word and re.search(rf"(?<![^\W_]){re.escape(word.casefold())}(?![^\W_])", haystack)
+            if word
+            and re.search(
+                rf"(?<![^\W_]){re.escape(word.casefold())}(?:e?s|'s)?(?![^\W_])", haystack
+            )
         }
     )
 

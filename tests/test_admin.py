@@ -1,0 +1,194 @@
+"""The admin works for organizers; guarded words are visible to superusers only; creators see
+their own avatars; saves that would expose a guarded word are refused."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from avatars.models import Avatar
+from hunt.models import Clue
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root-organizer", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_organizer(make_user):
+    user = make_user("helper-organizer", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label__in=["hunt", "avatars"])
+    )
+    return user
+
+
+@pytest.fixture
+def creator(make_user):
+    user = make_user("creator", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_avatar", "change_avatar", "add_avatar"])
+    )
+    return user
+
+
+def guarded(hunt, position=3) -> str:
+    return hunt.words.get(position=position).reveal_word()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "admin:hunt_hunt_changelist",
+        "admin:hunt_player_changelist",
+        "admin:hunt_discovery_changelist",
+        "admin:hunt_claim_changelist",
+        "admin:hunt_seedword_changelist",
+        "admin:hunt_apitoken_changelist",
+        "admin:avatars_avatar_changelist",
+        "admin:avatars_conversation_changelist",
+        "admin:avatars_message_changelist",
+        "admin:avatars_feedback_changelist",
+    ],
+)
+def test_every_screen_opens_for_the_organizer(client, superuser, demo_hunt, name):
+    client.force_login(superuser)
+    response = client.get(reverse(name), {"q": "marta"})
+    assert response.status_code == 200
+
+
+def test_a_superuser_sees_and_edits_guarded_words(client, superuser, demo_hunt):
+    client.force_login(superuser)
+    page = client.get(reverse("admin:hunt_hunt_change", args=[demo_hunt.pk])).content.decode()
+    assert guarded(demo_hunt) in page
+
+
+def test_other_staff_never_see_guarded_words(client, staff_organizer, demo_hunt):
+    client.force_login(staff_organizer)
+    hunt_page = client.get(reverse("admin:hunt_hunt_change", args=[demo_hunt.pk]))
+    avatar = Avatar.objects.get(slug="old-marta")
+    avatar_page = client.get(reverse("admin:avatars_avatar_change", args=[avatar.pk]))
+    assert hunt_page.status_code == avatar_page.status_code == 200
+    for word in demo_hunt.guarded_words().values():
+        assert word not in hunt_page.content.decode()
+        assert word not in avatar_page.content.decode()
+    assert client.get(reverse("admin:avatars_message_changelist")).status_code == 403
+
+
+def test_a_creator_sees_only_their_own_avatars(client, creator, demo_hunt):
+    Avatar.objects.filter(slug="nia-neon").update(owner=creator)
+    client.force_login(creator)
+    page = client.get(reverse("admin:avatars_avatar_changelist")).content.decode()
+    assert "Nia Neon" in page
+    assert "Old Marta" not in page
+    marta = Avatar.objects.get(slug="old-marta")
+    assert client.get(reverse("admin:avatars_avatar_change", args=[marta.pk])).status_code == 302
+
+
+def test_a_new_avatar_belongs_to_its_creator(client, creator):
+    client.force_login(creator)
+    response = client.post(
+        reverse("admin:avatars_avatar_add"),
+        {
+            "name": "Pip",
+            "slug": "pip",
+            "persona": "You are Pip, a cheerful robot.",
+            "greeting": "Beep!",
+            "published": "on",
+            "land": "",
+            "latitude": "",
+            "longitude": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Avatar.objects.get(slug="pip").owner == creator
+
+
+def test_a_persona_with_a_guarded_word_is_refused(client, superuser, demo_hunt):
+    client.force_login(superuser)
+    avatar = Avatar.objects.get(slug="captain-rook")
+    response = client.post(
+        reverse("admin:avatars_avatar_change", args=[avatar.pk]),
+        {
+            "name": avatar.name,
+            "slug": avatar.slug,
+            "hunt": demo_hunt.pk,
+            "published": "on",
+            "persona": f"You adore the word {guarded(demo_hunt, 7)}.",
+            "greeting": avatar.greeting,
+            "land": avatar.land,
+            "latitude": "",
+            "longitude": "",
+            "clues-TOTAL_FORMS": "0",
+            "clues-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "contains a guarded word" in response.content.decode()
+    avatar.refresh_from_db()
+    assert guarded(demo_hunt, 7) not in avatar.persona
+
+
+def test_a_clue_question_with_a_guarded_word_is_refused(superuser, demo_hunt):
+    from hunt.admin import ClueForm
+
+    clue = Clue.objects.get(avatar__slug="old-marta")
+    form = ClueForm(
+        instance=clue,
+        data={
+            "word": clue.word_id,
+            "questions": f"is it {guarded(demo_hunt, 18)}?",
+            "keywords": "",
+            "hints": "",
+            "examples": "",
+            "counterexamples": "",
+            "requires": "",
+            "threshold": "",
+            "reveal_line": "",
+        },
+    )
+    assert not form.is_valid()
+    assert "guarded word" in str(form.errors)
+
+
+def test_clue_lists_are_edited_one_per_line(superuser, demo_hunt):
+    from hunt.admin import ClueForm
+
+    clue = Clue.objects.get(avatar__slug="professor-quill", word__position=15)
+    form = ClueForm(
+        instance=clue,
+        data={
+            "word": clue.word_id,
+            "questions": "Why do the clocks run backwards?\nWhy reverse?",
+            "keywords": "clock\nclocks",
+            "hints": "",
+            "examples": "",
+            "counterexamples": "",
+            "requires": "12, 3",
+            "threshold": "0.7",
+            "reveal_line": "It is {word}.",
+        },
+    )
+    assert form.is_valid(), form.errors
+    form.save()
+    clue.refresh_from_db()
+    assert clue.questions == ["Why do the clocks run backwards?", "Why reverse?"]
+    assert clue.requires == [12, 3]
+    assert clue.threshold == 0.7
+
+
+def test_a_discovered_word_cannot_be_changed_in_the_admin(superuser, demo_hunt, make_player):
+    from hunt.admin import SecretSeedWordForm
+    from hunt.models import Discovery
+
+    seed = demo_hunt.words.get(position=3)
+    Discovery.objects.create(player=make_player(), word=seed, first=True)
+    form = SecretSeedWordForm(
+        instance=seed, data={"position": 3, "word": "zebra", "world": "", "hint": ""}
+    )
+    assert not form.is_valid()
+    assert "already discovered" in str(form.errors)

@@ -1,0 +1,98 @@
+"""A database holding a hunt gives none of its seed words away: not in a dump, not at rest."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from hunt import secrets
+from hunt.models import SeedWord
+from tests.conftest import DEMO_HUNT, ROOT, require_postgres
+
+
+def demo_phrase() -> list[str]:
+    """The demo phrase as documented for testers in demo/README.md."""
+    text = (ROOT / "demo" / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if len(ln.split()) == 24 and ln.startswith("    "))
+    return line.split()
+
+
+def words_in(dump: str) -> list[str]:
+    dump = dump.lower()
+    return [w for w in demo_phrase() if re.search(rf"(?<![a-z]){w}(?![a-z])", dump)]
+
+
+def test_the_documented_demo_phrase_holds_the_guarded_words():
+    guarded = {
+        w["position"]: w["word"] for w in json.loads(DEMO_HUNT.read_text())["words"] if "word" in w
+    }
+    phrase = demo_phrase()
+    assert len(guarded) >= 5
+    assert all(phrase[pos - 1] == word for pos, word in guarded.items())
+
+
+@pytest.mark.django_db
+def test_seed_words_are_stored_encrypted(demo_hunt):
+    for seed in SeedWord.objects.filter(hunt=demo_hunt).exclude(word_encrypted=""):
+        clear = seed.reveal_word()
+        assert clear in demo_phrase()
+        assert clear not in seed.word_encrypted
+        assert secrets.decrypt_word(seed.word_encrypted) == clear
+
+
+@pytest.mark.django_db
+def test_a_different_key_cannot_read_the_words(demo_hunt):
+    seed = SeedWord.objects.filter(hunt=demo_hunt).exclude(word_encrypted="").first()
+    with (
+        override_settings(ENCRYPTION_KEY="another-key"),
+        pytest.raises(ValueError, match="ENCRYPTION_KEY differs"),
+    ):
+        seed.reveal_word()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_dump_holds_no_seed_word(demo_hunt):
+    if connection.vendor == "sqlite":
+        if not shutil.which("sqlite3"):
+            pytest.skip("the sqlite3 command-line tool is not installed")
+        dump = subprocess.run(
+            ["sqlite3", connection.settings_dict["NAME"], ".dump"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    else:
+        dump = pg_dump()
+    assert "lost-wallet" in dump  # the dump did capture the hunt
+    assert words_in(dump) == []
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_pg_dump_holds_no_seed_word(demo_hunt):
+    require_postgres()
+    dump = pg_dump()
+    assert "lost-wallet" in dump
+    assert words_in(dump) == []
+
+
+def pg_dump() -> str:
+    s = connection.settings_dict
+    cmd = [
+        "pg_dump",
+        "-h",
+        s["HOST"] or "127.0.0.1",
+        "-p",
+        str(s["PORT"] or 5432),
+        "-U",
+        s["USER"] or "postgres",
+        s["NAME"],
+    ]
+    env = {"PGPASSWORD": s["PASSWORD"] or "", "PATH": "/usr/bin:/bin:/usr/lib/postgresql/bin"}
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout

@@ -15,13 +15,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from avatars.routing import websocket_urlpatterns as avatar_routes  # noqa: E402
 from hunt.routing import websocket_urlpatterns as hunt_routes  # noqa: E402
-from lostwallet.middleware import BrowserOriginValidator  # noqa: E402
+from lostwallet.middleware import (  # noqa: E402
+    BearerTokenAuthMiddleware,
+    BrowserOriginValidator,
+)
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # Session cookie first (browsers), then a bearer token, when present, overrides it.
         "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(URLRouter(avatar_routes + hunt_routes))
+            AuthMiddlewareStack(BearerTokenAuthMiddleware(URLRouter(avatar_routes + hunt_routes)))
         ),
     }
 )

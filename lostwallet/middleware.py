@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator
+from django.contrib.auth.models import AnonymousUser
 
 
 class BrowserOriginValidator(AllowedHostsOriginValidator):
@@ -18,3 +21,38 @@ class BrowserOriginValidator(AllowedHostsOriginValidator):
         if b"origin" not in headers:
             return await self.application(scope, receive, send)
         return await super().__call__(scope, receive, send)
+
+
+def bearer_token(scope) -> str | None:
+    """The raw token of an `Authorization: Bearer <token>` header; None without that header."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _sep, token = value.decode("latin1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+            return ""
+    return None
+
+
+class BearerTokenAuthMiddleware(BaseMiddleware):
+    """Sets scope["user"] from an `Authorization: Bearer` header (AR clients and scripts).
+
+    Sits inside AuthMiddlewareStack, so it overrides the session user: a handshake that presents
+    a token is judged by that token alone, and a wrong or revoked token means "not
+    authenticated" even when a session cookie rides along.
+    """
+
+    async def __call__(self, scope, receive, send):
+        raw = bearer_token(scope)
+        if raw is not None:
+            scope = dict(scope)
+            scope["user"] = await _user_for_token(raw) or AnonymousUser()
+            scope["auth_method"] = "bearer"
+        return await super().__call__(scope, receive, send)
+
+
+@database_sync_to_async
+def _user_for_token(raw: str):
+    from hunt.models import ApiToken
+
+    return ApiToken.authenticate(raw)

@@ -1,0 +1,240 @@
+"""Chat actions: what the chat socket and the chat page do to the database.
+
+Synchronous on purpose: the consumer calls them through `database_sync_to_async`, tests and
+scripts call them directly. Frames are built here too, so the consumer stays a thin relay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from avatars.models import Avatar, Conversation, Feedback, Message
+from hunt.models import Discovery, Hunt, Player
+
+# Refusal codes of the handshake (contract §3.1). They are WebSocket close codes, so the
+# consumer accepts first and closes with them: a refusal before accept() reaches a client as a
+# bare HTTP 403 and the code would be lost.
+NOT_AUTHENTICATED = 4401
+NOT_OPEN = 4403
+UNKNOWN_AVATAR = 4404
+
+IN_FLIGHT = (Message.Status.PENDING, Message.Status.GENERATING)
+
+
+class ConversationBusy(Exception):
+    """The conversation already has a turn whose reply is not finished."""
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    """What one socket needs to remember about its conversation."""
+
+    conversation_id: int
+    group: str
+    player_id: int
+    hunt_id: int | None
+    hunt_slug: str | None
+    rate_per_minute: int
+    burst: int
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def avatar_open_to(avatar: Avatar, user) -> bool:
+    """Published avatars are open to every player; unpublished ones only to their owner and to
+    staff, who try them out before opening them."""
+    return avatar.published or user.is_staff or avatar.owner_id == user.pk
+
+
+def chat_limits(hunt: Hunt | None) -> tuple[int, int]:
+    """(says per minute, burst) for a player chatting with an avatar of `hunt`."""
+    if hunt is None:
+        fields = Hunt._meta
+        return (
+            fields.get_field("chat_rate_per_minute").default,
+            fields.get_field("chat_burst").default,
+        )
+    return hunt.chat_rate_per_minute, hunt.chat_burst
+
+
+def open_conversation(user, avatar_slug: str) -> tuple[int | None, ChatSession | None]:
+    """Authorises a handshake and finds or starts the (player, avatar) conversation.
+
+    Returns (close code, None) when refused, else (None, session).
+    """
+    if not user.is_authenticated:
+        return NOT_AUTHENTICATED, None
+    avatar = Avatar.objects.select_related("hunt").filter(slug=avatar_slug).first()
+    if avatar is None:
+        return UNKNOWN_AVATAR, None
+    if not avatar_open_to(avatar, user):
+        return NOT_OPEN, None
+    player = Player.for_user(user)
+    # Race: two tabs of one player opening this avatar at once. The unique (player, avatar)
+    # constraint makes the loser's insert fail, and get_or_create then reads the winner's row.
+    conversation, _created = Conversation.objects.get_or_create(player=player, avatar=avatar)
+    rate, burst = chat_limits(avatar.hunt)
+    return None, ChatSession(
+        conversation_id=conversation.pk,
+        group=conversation.group_name(),
+        player_id=player.pk,
+        hunt_id=avatar.hunt_id,
+        hunt_slug=avatar.hunt.slug if avatar.hunt else None,
+        rate_per_minute=rate,
+        burst=burst,
+    )
+
+
+def message_frame(message: Message) -> dict:
+    """One `hello.history` item. `client_id`, `status` and `reply_to` are additive fields: they
+    let a reconnecting client match its unacknowledged sends and failed turns."""
+    item = {
+        "id": message.pk,
+        "role": message.role,
+        "text": message.text,
+        "created_at": iso(message.created_at),
+    }
+    if message.role == Message.Role.PLAYER:
+        item["status"] = message.status
+        if message.client_id:
+            item["client_id"] = message.client_id
+    else:
+        item["reply_to"] = message.reply_to_id
+    return item
+
+
+def hello_frame(conversation_id: int) -> dict:
+    """The first frame of a connection: the whole stored thread, this player's words from this
+    avatar, and the turn still being answered.
+
+    Guarded words: `discoveries` holds only Discovery rows of this player, and history holds
+    only stored texts of this conversation (replies that passed the gate's guard), so no word
+    reaches a player here before that player unlocked it.
+    """
+    conversation = Conversation.objects.select_related("avatar__hunt").get(pk=conversation_id)
+    avatar = conversation.avatar
+    messages = list(
+        conversation.messages.filter(
+            # A reply row still being written is not part of the thread yet.
+            Q(role=Message.Role.PLAYER) | Q(status=Message.Status.DONE)
+        ).order_by("id")
+    )
+    pending = next(
+        (
+            m.pk
+            for m in reversed(messages)
+            if m.role == Message.Role.PLAYER and m.status in IN_FLIGHT
+        ),
+        None,
+    )
+    discoveries = (
+        Discovery.objects.filter(player_id=conversation.player_id)
+        .filter(Q(clue__avatar=avatar) | Q(message__conversation=conversation))
+        .select_related("word")
+        .order_by("word__position")
+    )
+    hunt = avatar.hunt
+    return {
+        "type": "hello",
+        "conversation_id": conversation.pk,
+        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.greeting},
+        "history": [message_frame(m) for m in messages],
+        "discoveries": [
+            # This player discovered the word: showing it in clear is the point.
+            {"position": d.word.position, "word": d.word.reveal_word()}
+            for d in discoveries
+        ],
+        "pending": pending,
+        # Additive: lets a client say "the hunt has not started" before the player asks.
+        "hunt": (
+            None
+            if hunt is None
+            else {"slug": hunt.slug, "title": hunt.title, "status": str(hunt.status)}
+        ),
+    }
+
+
+def find_say(conversation_id: int, client_id: str) -> Message | None:
+    return Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.PLAYER, client_id=client_id
+    ).first()
+
+
+def is_busy(conversation_id: int) -> bool:
+    return Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.PLAYER, status__in=IN_FLIGHT
+    ).exists()
+
+
+def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Message, bool]:
+    """Stores a player's message and starts its reply once the row is committed.
+
+    Returns (message, created). A `client_id` already used in this conversation returns the
+    original message with created=False and starts nothing. Raises ConversationBusy while an
+    earlier turn of this conversation is still being answered.
+    """
+    from avatars import tasks
+
+    try:
+        with transaction.atomic():
+            # Race: two sockets of one player saying at once (two tabs, or a resend after a
+            # reconnect). The UPDATE locks the conversation row until commit, which makes the
+            # client_id lookup, the busy check and the insert one step per conversation.
+            # (SQLite has no row locks; its IMMEDIATE transactions take the database write lock
+            # at BEGIN instead.)
+            Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
+            if client_id and (original := find_say(conversation_id, client_id)):
+                return original, False
+            if is_busy(conversation_id):
+                raise ConversationBusy
+            message = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Message.Role.PLAYER,
+                text=text,
+                client_id=client_id,
+                status=Message.Status.PENDING,
+            )
+            # Runs after commit: a worker never looks for a row it cannot see yet.
+            tasks.enqueue_reply(message)
+    except IntegrityError:
+        # Race: the same client_id stored by another socket between our lookup and insert on
+        # a database where the row lock above did not serialise us; the unique
+        # (conversation, client_id) constraint refused the copy, so answer the original.
+        original = find_say(conversation_id, client_id) if client_id else None
+        if original is None:
+            raise
+        return original, False
+    return message, True
+
+
+def do_rate(conversation_id: int, player_id: int, message_id: int, value: int) -> bool:
+    """Stores thumbs up/down on an avatar message of this conversation; False when there is
+    no such message. A player changing their mind updates the one row."""
+    message = Message.objects.filter(
+        pk=message_id,
+        conversation_id=conversation_id,
+        role=Message.Role.AVATAR,
+        status=Message.Status.DONE,
+    ).first()
+    if message is None:
+        return False
+    # Race: two rates of one message at once; update_or_create retries the read when the
+    # unique (message, player) constraint refuses the second insert.
+    Feedback.objects.update_or_create(
+        message=message, player_id=player_id, defaults={"value": value}
+    )
+    return True
+
+
+def hunt_is_live(hunt_id: int | None) -> bool:
+    if hunt_id is None:
+        return True
+    hunt = Hunt.objects.filter(pk=hunt_id).only("starts_at", "ends_at").first()
+    return hunt is not None and hunt.is_live()

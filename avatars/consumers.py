@@ -1,0 +1,291 @@
+"""The chat socket, `/ws/chat/<avatar_slug>/` (client contract §3.1; docs/protocol.md).
+
+Thin: it checks frames, calls the actions of avatars/chat.py through database_sync_to_async,
+and relays the turn pipeline's group events (`chat.token`, `chat.reply`, `chat.discovery`,
+`chat.failed`, `chat.queued`) as the contract's frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from avatars import chat
+from lostwallet import ratelimit
+
+logger = logging.getLogger(__name__)
+
+# A frame larger than this is refused unread: no say or rate comes near it.
+MAX_FRAME_CHARS = 8192
+MAX_CLIENT_ID = 64
+# A sustained flood closes the connection with FLOOD_CLOSE_CODE: more than MAX_FRAMES frames,
+# or more than MAX_REFUSALS refused ones, within FLOOD_WINDOW seconds. A well-behaved client
+# (a ping every ~25 s, a say at most every few seconds) stays far below both.
+FLOOD_WINDOW = 10.0
+MAX_FRAMES = 60
+MAX_REFUSALS = 20
+FLOOD_CLOSE_CODE = 4429
+
+# The rate limiter may talk to Redis: keep that off the event loop and out of the queue of
+# the single database thread.
+_hit = sync_to_async(ratelimit.hit, thread_sensitive=False)
+_db = database_sync_to_async
+
+
+class FloodMeter:
+    """Counts frames and refusals of one connection in a sliding window."""
+
+    def __init__(self) -> None:
+        self.frames: deque[float] = deque()
+        self.refusals: deque[float] = deque()
+
+    @staticmethod
+    def _count(events: deque[float], limit: int) -> bool:
+        now = time.monotonic()
+        events.append(now)
+        while events and events[0] < now - FLOOD_WINDOW:
+            events.popleft()
+        return len(events) > limit
+
+    def frame(self) -> bool:
+        """Counts a received frame; True when the connection floods."""
+        return self._count(self.frames, MAX_FRAMES)
+
+    def refusal(self) -> bool:
+        """Counts a refused frame; True when the connection floods."""
+        return self._count(self.refusals, MAX_REFUSALS)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    session: chat.ChatSession | None = None
+    closing = False
+
+    async def connect(self) -> None:
+        slug = self.scope["url_route"]["kwargs"]["avatar_slug"]
+        code, session = await _db(chat.open_conversation)(self.scope["user"], slug)
+        if session is None:
+            # Accept, then close: a close before accept() reaches the client as a bare HTTP
+            # 403 and the contract's code would be lost.
+            await self.accept()
+            await self.close(code)
+            return
+        self.session = session
+        self.flood = FloodMeter()
+        self.watchers: dict[int, asyncio.Task] = {}
+        # Join the group before reading the thread. An event published in between waits in
+        # this consumer's queue and is relayed after `hello`; one whose turn `hello` already
+        # shows as finished is dropped (see `_settled`), so nothing is lost and nothing doubled.
+        await self.channel_layer.group_add(session.group, self.channel_name)
+        hello = await _db(chat.hello_frame)(session.conversation_id)
+        self._settled = {
+            item["id"]
+            for item in hello["history"]
+            if item["role"] == "player" and item["status"] in ("done", "failed")
+        }
+        self._discovered = {d["position"] for d in hello["discoveries"]}
+        await self.accept()
+        await self.send_json(hello)
+        if hello["pending"] is not None:
+            self._watch(hello["pending"])
+
+    async def disconnect(self, code: int) -> None:
+        if self.session is None:
+            return
+        for watcher in self.watchers.values():
+            watcher.cancel()
+        await self.channel_layer.group_discard(self.session.group, self.channel_name)
+
+    # Client frames -------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if self.session is None or self.closing:
+            return  # a refused or flooding connection, closing
+        if self.flood.frame():
+            return await self._close_flood()
+        if text_data is None:
+            return await self._refuse("bad_request", "Frames are JSON text, not binary.")
+        if len(text_data) > MAX_FRAME_CHARS:
+            return await self._refuse("bad_request", "Frame too large.")
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            return await self._refuse("bad_request", "Frames must be JSON.")
+        if not isinstance(content, dict):
+            return await self._refuse("bad_request", "A frame is a JSON object.")
+        kind = content.get("type")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return await self._refuse("bad_request", "Unknown frame type.")
+        await handler(self, content)
+
+    async def on_say(self, content: dict) -> None:
+        session = self.session
+        text, client_id = content.get("text"), content.get("client_id")
+        if client_id is not None and (
+            not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID
+        ):
+            return await self._refuse(
+                "bad_request", f"client_id is a string of 1 to {MAX_CLIENT_ID} characters."
+            )
+        extra = {"client_id": client_id} if client_id else {}
+        if not isinstance(text, str):
+            return await self._refuse("bad_request", "text must be a string.", **extra)
+        text = text.strip()
+        if not text:
+            return await self._refuse("bad_request", "text is empty.", **extra)
+        if len(text) > settings.CHAT_MAX_CHARS:
+            return await self._refuse(
+                "too_long", f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
+            )
+        # A resend answers the original ack before any limit: the client only wants to know
+        # that its message is stored, and it costs nothing.
+        if client_id and (original := await _db(chat.find_say)(session.conversation_id, client_id)):
+            return await self._ack(original.pk, client_id)
+        # Checked before the rate limit so that a refused say does not spend the player's
+        # budget; checked again under lock when storing (a race there costs one unit).
+        if await _db(chat.is_busy)(session.conversation_id):
+            return await self._refuse("busy", "A reply is still being written.", **extra)
+        wait = await _hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
+        if wait is not None:
+            return await self._refuse(
+                "rate_limited",
+                "Too many messages; wait a little.",
+                retry_after=ratelimit.retry_after_seconds(wait),
+                **extra,
+            )
+        try:
+            message, created = await _db(chat.do_say)(session.conversation_id, text, client_id)
+        except chat.ConversationBusy:
+            return await self._refuse("busy", "A reply is still being written.", **extra)
+        await self._ack(message.pk, client_id)
+        if created:
+            self._watch(message.pk)
+            if not await _db(chat.hunt_is_live)(session.hunt_id):
+                # A notice, not a refusal: the avatar answers, but no clue opens outside the
+                # hunt's time window. It carries no reply_to because it ends no turn.
+                await self._error(
+                    "hunt_not_live", "The hunt is not running: no word can be found now."
+                )
+
+    async def on_rate(self, content: dict) -> None:
+        message_id, value = content.get("message_id"), content.get("value")
+        # type() rather than isinstance(): JSON true/false are not ratings nor ids.
+        if type(message_id) is not int or type(value) is not int or value not in (1, -1):
+            return await self._refuse("bad_request", "rate needs message_id and value 1 or -1.")
+        session = self.session
+        stored = await _db(chat.do_rate)(
+            session.conversation_id, session.player_id, message_id, value
+        )
+        if not stored:
+            return await self._refuse("not_found", "No such reply in this conversation.")
+        await self.send_json({"type": "rated", "message_id": message_id})
+
+    async def on_ping(self, content: dict) -> None:
+        await self.send_json({"type": "pong"})
+
+    _handlers = {"say": on_say, "rate": on_rate, "ping": on_ping}
+
+    # Turn events from the conversation's group ---------------------------------------------
+
+    async def chat_queued(self, event: dict) -> None:
+        if event["reply_to"] not in self._settled:
+            await self.send_json(
+                {"type": "queued", "reply_to": event["reply_to"], "position": event["position"]}
+            )
+
+    async def chat_token(self, event: dict) -> None:
+        if event["reply_to"] not in self._settled:
+            await self.send_json(
+                {"type": "token", "reply_to": event["reply_to"], "text": event["text"]}
+            )
+
+    async def chat_reply(self, event: dict) -> None:
+        if self._settle(event["reply_to"]):
+            await self.send_json(
+                {
+                    "type": "reply",
+                    "reply_to": event["reply_to"],
+                    "message_id": event["message_id"],
+                    "text": event["text"],
+                }
+            )
+
+    async def chat_discovery(self, event: dict) -> None:
+        # The group holds only this player's sockets: the conversation is (player, avatar).
+        if event["position"] in self._discovered:
+            return
+        self._discovered.add(event["position"])
+        await self.send_json(
+            {
+                "type": "discovery",
+                "position": event["position"],
+                "word": event["word"],
+                "hunt": event["hunt"],
+                "first": event["first"],
+            }
+        )
+
+    async def chat_failed(self, event: dict) -> None:
+        if self._settle(event["reply_to"]):
+            await self._error(
+                "generation_failed",
+                event.get("detail") or "The avatar could not answer; please ask again.",
+                reply_to=event["reply_to"],
+            )
+
+    # Helpers -------------------------------------------------------------------------------
+
+    def _settle(self, reply_to: int) -> bool:
+        """Marks a turn finished on this connection; False when it already was, so each
+        acknowledged say gets exactly one terminal frame here."""
+        if reply_to in self._settled:
+            return False
+        self._settled.add(reply_to)
+        watcher = self.watchers.pop(reply_to, None)
+        if watcher is not None:
+            watcher.cancel()
+        return True
+
+    def _watch(self, message_id: int) -> None:
+        """Makes sure this turn ends: past its deadline a turn no worker finished is failed
+        (and the failure published to the group), so a lost job never means silence."""
+        if message_id not in self.watchers:
+            self.watchers[message_id] = asyncio.ensure_future(self._expire(message_id))
+
+    async def _expire(self, message_id: int) -> None:
+        from avatars import tasks
+
+        try:
+            while (wait := await _db(tasks.expire_stuck_turn)(message_id)) is not None:
+                await asyncio.sleep(wait)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The next connection's hello starts a new watch; nothing to tell this client yet.
+            logger.exception("watching turn %s failed", message_id)
+        finally:
+            self.watchers.pop(message_id, None)
+
+    async def _ack(self, message_id: int, client_id: str | None) -> None:
+        await self.send_json({"type": "ack", "message_id": message_id, "client_id": client_id})
+
+    async def _error(self, code: str, detail: str, **fields) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail, **fields})
+
+    async def _refuse(self, code: str, detail: str, **fields) -> None:
+        await self._error(code, detail, **fields)
+        if self.flood.refusal():
+            await self._close_flood()
+
+    async def _close_flood(self) -> None:
+        logger.info("closing flooding chat socket of player %s", self.session.player_id)
+        self.closing = True
+        await self.close(FLOOD_CLOSE_CODE)

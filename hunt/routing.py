@@ -1,3 +1,9 @@
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from hunt import consumers
+
+websocket_urlpatterns = [
+    path("ws/hunts/<slug:slug>/leaderboard/", consumers.LeaderboardConsumer.as_asgi()),
+]

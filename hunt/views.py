@@ -1,19 +1,218 @@
+"""The player's pages: home, sign-up/sign-in, a hunt's dashboard, avatars, leaderboard, claim."""
+
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from hunt.models import Hunt
+from hunt.claims import ClaimRefused, claim_wait, do_claim
+from hunt.forms import (
+    ClaimForm,
+    SignInForm,
+    WebSignUpForm,
+    attempt_wait,
+    registration_is_open,
+    too_many_attempts,
+)
+from hunt.leaderboard import leaderboard
+from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, Player
+
+
+def _hunt(slug: str) -> Hunt:
+    return get_object_or_404(Hunt.objects.select_related("winner__user"), slug=slug)
 
 
 def home(request):
-    hunts = Hunt.objects.all()
-    return render(request, "hunt/home.html", {"hunts": hunts})
+    return render(request, "hunt/home.html", {"hunts": Hunt.objects.all()})
+
+
+class SignInView(auth_views.LoginView):
+    form_class = SignInForm
+    redirect_authenticated_user = True
+
+
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("home")
+    if not registration_is_open():
+        return render(request, "registration/signup_closed.html", status=403)
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        next_url = ""
+    form = WebSignUpForm(request.POST or None)
+    if request.method == "POST":
+        wait = attempt_wait(request, action="register")
+        if wait is not None:
+            form.add_error(None, too_many_attempts(wait))
+        elif form.is_valid() and (user := form.save()) is not None:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, _("Welcome! Your account is ready."))
+            return redirect(next_url or "home")
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+def _player(request) -> Player | None:
+    if not request.user.is_authenticated:
+        return None
+    return Player.objects.filter(user=request.user).first()
 
 
 def hunt_detail(request, slug: str):
-    hunt = get_object_or_404(Hunt, slug=slug)
-    avatars = hunt.avatars.filter(published=True)
-    words = hunt.words.all()
+    """The hunt's dashboard: its 24 slots with world hints, where to go, what this player found."""
+    hunt = _hunt(slug)
+    player = _player(request)
+    found: dict[int, Discovery] = {}
+    if player is not None:
+        found = {
+            d.word.position: d
+            for d in Discovery.objects.filter(player=player, word__hunt=hunt).select_related(
+                "word", "clue__avatar"
+            )
+        }
+    guards: dict[int, list[Clue]] = {}
+    for clue in Clue.objects.filter(word__hunt=hunt, avatar__published=True).select_related(
+        "avatar", "word"
+    ):
+        guards.setdefault(clue.word.position, []).append(clue)
+    slots = []
+    for word in hunt.words.all():
+        discovery = found.get(word.position)
+        clues = guards.get(word.position, [])
+        slots.append(
+            {
+                "position": word.position,
+                "world": word.world,
+                "hint": word.hint,
+                # Decrypted for this player's own discoveries only.
+                "word": discovery.word.reveal_word() if discovery else None,
+                "found_at": discovery.found_at if discovery else None,
+                "avatars": [c.avatar for c in clues],
+                "needs": sorted(
+                    {p for c in clues for p in c.requires if isinstance(p, int) and p not in found}
+                ),
+            }
+        )
     return render(
-        request, "hunt/hunt_detail.html", {"hunt": hunt, "avatars": avatars, "words": words}
+        request,
+        "hunt/hunt_detail.html",
+        {
+            "hunt": hunt,
+            "slots": slots,
+            "found_count": len(found),
+            "phrase_length": PHRASE_LENGTH,
+            "avatars": hunt.avatars.filter(published=True),
+        },
     )
+
+
+def hunt_avatars(request, slug: str):
+    hunt = _hunt(slug)
+    avatars = list(hunt.avatars.filter(published=True))
+    return render(
+        request,
+        "hunt/avatars.html",
+        {"hunt": hunt, "avatars": avatars, "map": map_points(avatars)},
+    )
+
+
+def map_points(avatars, width: int = 600, height: int = 360, margin: int = 40) -> dict | None:
+    """Avatars with a location placed on an equirectangular plot fitted to their bounding box.
+
+    Drawn as inline SVG: no map tiles, so the page works on a closed network. None when no
+    avatar has a location.
+    """
+    located = [a for a in avatars if a.location]
+    if not located:
+        return None
+    lats = [a.latitude for a in located]
+    lons = [a.longitude for a in located]
+    # At least a degree of span, so one avatar (or several at one spot) sits in the middle.
+    lat_span = max(max(lats) - min(lats), 1.0)
+    lon_span = max(max(lons) - min(lons), 1.0)
+    lat_mid = (max(lats) + min(lats)) / 2
+    lon_mid = (max(lons) + min(lons)) / 2
+    scale = min((width - 2 * margin) / lon_span, (height - 2 * margin) / lat_span)
+    points = [
+        {
+            "avatar": a,
+            "x": round(width / 2 + (a.longitude - lon_mid) * scale, 1),
+            "y": round(height / 2 - (a.latitude - lat_mid) * scale, 1),
+        }
+        for a in located
+    ]
+    return {"width": width, "height": height, "points": points}
+
+
+def hunt_leaderboard(request, slug: str):
+    hunt = _hunt(slug)
+    strings = {
+        "live": _("Live"),
+        "reconnecting": _("Connection lost, reconnecting…"),
+        "updated": _("Updated"),
+        "empty": _("Nobody has found a word yet."),
+        "winner": _("%(player)s opened the wallet!"),
+    }
+    return render(
+        request,
+        "hunt/leaderboard.html",
+        {"hunt": hunt, "board": leaderboard(hunt), "strings": strings},
+    )
+
+
+def _wait_text(wait: float) -> str:
+    seconds = int(wait) + 1
+    if seconds < 120:
+        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
+    minutes = (seconds + 59) // 60
+    return ngettext("%(n)d minute", "%(n)d minutes", minutes) % {"n": minutes}
+
+
+@login_required
+def hunt_claim(request, slug: str):
+    hunt = _hunt(slug)
+    player = Player.for_user(request.user)
+    form = ClaimForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = do_claim(hunt, player, form.words())
+        except ClaimRefused as refused:
+            form.add_error(None, _refusal_text(refused))
+        else:
+            # Post/redirect/get: reloading the result page must not send the claim again.
+            request.session["claim_result"] = result
+            return redirect("hunt-claim", slug=hunt.slug)
+    wait = claim_wait(hunt, player)
+    return render(
+        request,
+        "hunt/claim.html",
+        {
+            "hunt": hunt,
+            "form": form,
+            "result": request.session.pop("claim_result", None),
+            "wait": wait,
+            "wait_seconds": int(wait) + 1 if wait else 0,
+            "wait_text": _wait_text(wait) if wait else "",
+            "phrase_length": PHRASE_LENGTH,
+            "claim_strings": {
+                "count": _("%(count)s of %(total)s words"),
+                "ready": _("You can claim now."),
+            },
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _refusal_text(refused: ClaimRefused) -> str:
+    if refused.code == "hunt_not_live":
+        return _("The hunt is not live: claims are closed.")
+    if refused.code == "rate_limited":
+        return _("Wrong claims slow you down. You can claim again in %(time)s.") % {
+            "time": _wait_text(refused.retry_after or 0)
+        }
+    return _("This is not a valid recovery phrase. %(detail)s") % {"detail": refused.detail}

@@ -90,6 +90,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Only for its static files: the API docs page (/api/v1/docs) then works offline.
+    "ninja",
     "hunt",
     "avatars",
 ]
@@ -186,6 +188,11 @@ AVATAR_MAX_NEW_TOKENS = env_int("AVATAR_MAX_NEW_TOKENS", 96, minimum=8)
 AVATAR_MAX_BATCH = env_int("AVATAR_MAX_BATCH", 16, minimum=1)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
+
+# New accounts: off closes sign-up everywhere; when on, a hunt that has not ended and has
+# `registration_open` must exist too (hunt/forms.py registration_is_open).
+REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
+LEADERBOARD_ROWS = env_int("LEADERBOARD_ROWS", 100, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

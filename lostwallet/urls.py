@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+
+from hunt import views as hunt_views
+from hunt.api import api
+from hunt.api import not_found as api_not_found
 
 admin.site.site_header = "Lost Wallet — organizers"
 admin.site.site_title = "Lost Wallet admin"
@@ -10,7 +14,9 @@ admin.site.index_title = "Hunts, avatars and players"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("api/v1/", api.urls),
+    re_path(r"^api/v1/(?P<rest>.*)$", api_not_found),
+    path("accounts/login/", hunt_views.SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("avatars.urls")),

@@ -1,0 +1,418 @@
+"""The REST API of the client contract, version 1 (../shared/contracts/client-protocol.md §1, §2).
+
+Mounted at /api/v1/; the OpenAPI document is /api/v1/openapi.json and its browsable page
+/api/v1/docs. Every error body is `{"error", "detail"?, "retry_after"?}` (see `ApiError`),
+including ninja's own validation and authentication failures.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import NinjaAPI, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+
+from hunt.claims import ClaimRefused, do_claim
+from hunt.forms import SignUpForm, attempt_wait, registration_is_open
+from hunt.leaderboard import leaderboard
+from hunt.models import ApiToken, Discovery, Hunt, Player
+from lostwallet import ratelimit
+
+
+class ApiError(Exception):
+    """An error answer of the contract; raised anywhere below, rendered by one handler."""
+
+    def __init__(self, status: int, error: str, detail: str = "", retry_after: float | None = None):
+        super().__init__(error)
+        self.status, self.error, self.detail, self.retry_after = status, error, detail, retry_after
+
+    def body(self) -> dict:
+        body: dict = {"error": self.error}
+        if self.detail:
+            body["detail"] = self.detail
+        if self.retry_after is not None:
+            body["retry_after"] = ratelimit.retry_after_seconds(self.retry_after)
+        return body
+
+
+# --- authentication -----------------------------------------------------------------------
+
+
+class BearerToken(HttpBearer):
+    """`Authorization: Bearer <token>` from POST /auth/token or /auth/register."""
+
+    def authenticate(self, request: HttpRequest, token: str):
+        user = ApiToken.authenticate(token.strip())
+        if user is None:
+            # A presented but unknown or revoked token is an error even if a session cookie
+            # rides along: the client meant to be that token's user.
+            raise ApiError(401, "not_authenticated", "The bearer token is unknown or revoked.")
+        return user
+
+
+class SessionCookie(APIKeyCookie):
+    """The browser's Django session. Unsafe methods need the CSRF token, as on every form:
+    another site's page could otherwise post a claim with the player's cookie."""
+
+    def __init__(self) -> None:
+        self.param_name = settings.SESSION_COOKIE_NAME
+        super().__init__(csrf=False)
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        if not request.user.is_authenticated:
+            return None
+        if not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
+            raise ApiError(403, "csrf_failed", "Send the X-CSRFToken header with the session.")
+        return request.user
+
+
+PLAYER_AUTH = [BearerToken(), SessionCookie()]
+
+
+def caller(request: HttpRequest):
+    """The authenticated user of a request to a public endpoint, or None (anonymous)."""
+    for auth in PLAYER_AUTH:
+        user = auth(request)
+        if user:
+            return user
+    return None
+
+
+def player_of(request: HttpRequest) -> Player:
+    return Player.for_user(request.auth)
+
+
+# --- schemas ------------------------------------------------------------------------------
+
+
+class ErrorOut(Schema):
+    error: str
+    detail: str | None = None
+    retry_after: int | None = None
+
+
+class RegisterIn(Schema):
+    username: str
+    password: str
+    display_name: str | None = None
+
+
+class CredentialsIn(Schema):
+    username: str
+    password: str
+
+
+class RegisteredOut(Schema):
+    token: str
+    username: str
+
+
+class TokenOut(Schema):
+    token: str
+
+
+class HuntOut(Schema):
+    slug: str
+    title: str
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+class WordOut(Schema):
+    position: int
+    world: str
+    hint: str
+    found: bool
+    word: str | None
+
+
+class WinnerOut(Schema):
+    player: str
+    claimed_at: datetime
+
+
+class HuntDetailOut(HuntOut):
+    description: str
+    prize: str
+    words: list[WordOut]
+    winner: WinnerOut | None
+
+
+class LocationOut(Schema):
+    lat: float
+    lon: float
+
+
+class AvatarOut(Schema):
+    slug: str
+    name: str
+    greeting: str
+    land: str
+    location: LocationOut | None
+
+
+class LeaderRowOut(Schema):
+    rank: int
+    player: str
+    words_found: int
+    last_found_at: datetime
+
+
+class LeaderboardOut(Schema):
+    rows: list[LeaderRowOut]
+    updated_at: datetime
+    # Additive to the contract: the winner, so boards can announce the end of the hunt.
+    winner: WinnerOut | None = None
+
+
+class DiscoveryOut(Schema):
+    position: int
+    word: str
+    avatar: str | None
+    found_at: datetime
+
+
+class ProgressOut(Schema):
+    discoveries: list[DiscoveryOut]
+
+
+class ClaimIn(Schema):
+    words: list[str]
+
+
+class ClaimOut(Schema):
+    result: str
+
+
+def errors(*statuses: int) -> dict:
+    return dict.fromkeys(statuses, ErrorOut)
+
+
+# --- the API ------------------------------------------------------------------------------
+
+api = NinjaAPI(
+    title="Lost Wallet",
+    version="1",
+    description=(
+        "Client contract version 1. Authenticate with `Authorization: Bearer <token>` (from "
+        "/auth/token) or, in browsers, the session cookie plus the X-CSRFToken header on POST."
+    ),
+    urls_namespace="api-v1",
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request, exc: ApiError):
+    response = api.create_response(request, exc.body(), status=exc.status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(ratelimit.retry_after_seconds(exc.retry_after))
+    return response
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request, exc: ValidationError):
+    # ninja's default is a 422 echoing the input; the contract wants 400, and a claim's input
+    # is a candidate phrase that must not be echoed into logs or proxies.
+    problems = "; ".join(
+        ".".join(str(part) for part in error.get("loc", ())) + ": " + str(error.get("msg", ""))
+        for error in exc.errors
+    )
+    return _api_error(request, ApiError(400, "invalid", problems or "Malformed request."))
+
+
+@api.exception_handler(AuthenticationError)
+def _not_authenticated(request, exc):
+    return _api_error(request, ApiError(401, "not_authenticated", "Sign in or send a token."))
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _api_error(request, ApiError(404, "not_found"))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    codes = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found"}
+    return _api_error(request, ApiError(exc.status_code, codes.get(exc.status_code, "error")))
+
+
+def _hunt(slug: str) -> Hunt:
+    return get_object_or_404(Hunt.objects.select_related("winner__user"), slug=slug)
+
+
+def _winner(hunt: Hunt) -> dict | None:
+    if hunt.winner is None:
+        return None
+    return {"player": hunt.winner.name, "claimed_at": hunt.won_at}
+
+
+@api.post(
+    "/auth/register",
+    response={201: RegisteredOut, **errors(400, 403, 429)},
+    tags=["auth"],
+    summary="Create an account and get a token",
+)
+def register(request, payload: RegisterIn):
+    if not registration_is_open():
+        raise ApiError(403, "registration_closed", "No hunt takes new players at the moment.")
+    wait = attempt_wait(request, action="register")
+    if wait is not None:
+        raise ApiError(429, "rate_limited", "Too many attempts.", wait)
+    form = SignUpForm(data=payload.dict())
+    user = form.save() if form.is_valid() else None
+    if user is None:
+        raise ApiError(400, "invalid", form.error_text())
+    return Status(201, {"token": ApiToken.issue(user), "username": user.get_username()})
+
+
+@api.post(
+    "/auth/token",
+    response={200: TokenOut, **errors(400, 401, 429)},
+    tags=["auth"],
+    summary="Exchange a username and password for a bearer token",
+)
+def token(request, payload: CredentialsIn):
+    wait = attempt_wait(request, payload.username)
+    if wait is not None:
+        raise ApiError(429, "rate_limited", "Too many attempts.", wait)
+    user = authenticate(request, username=payload.username, password=payload.password)
+    if user is None:
+        raise ApiError(401, "bad_credentials")
+    return {"token": ApiToken.issue(user)}
+
+
+@api.get("/hunts", response=list[HuntOut], tags=["hunts"])
+def list_hunts(request):
+    return [
+        {
+            "slug": h.slug,
+            "title": h.title,
+            "status": h.status,
+            "starts_at": h.starts_at,
+            "ends_at": h.ends_at,
+        }
+        for h in Hunt.objects.all()
+    ]
+
+
+@api.get(
+    "/hunts/{slug}",
+    response={200: HuntDetailOut, **errors(401, 404)},
+    tags=["hunts"],
+    description="Readable without login; `found` and `word` are filled only for the words the "
+    "calling player discovered.",
+)
+def hunt_detail(request, slug: str):
+    hunt = _hunt(slug)
+    user = caller(request)
+    found = {}
+    if user is not None:
+        # Decrypt only the caller's own discoveries: every other word stays sealed.
+        found = {
+            d.word.position: d.word.reveal_word()
+            for d in Discovery.objects.filter(player__user=user, word__hunt=hunt).select_related(
+                "word"
+            )
+        }
+    return {
+        "slug": hunt.slug,
+        "title": hunt.title,
+        "description": hunt.description,
+        "status": hunt.status,
+        "starts_at": hunt.starts_at,
+        "ends_at": hunt.ends_at,
+        "prize": hunt.prize,
+        "words": [
+            {
+                "position": w.position,
+                "world": w.world,
+                "hint": w.hint,
+                "found": w.position in found,
+                "word": found.get(w.position),
+            }
+            for w in hunt.words.all()
+        ],
+        "winner": _winner(hunt),
+    }
+
+
+@api.get("/hunts/{slug}/avatars", response={200: list[AvatarOut], **errors(404)}, tags=["hunts"])
+def hunt_avatars(request, slug: str):
+    hunt = _hunt(slug)
+    return [
+        {
+            "slug": a.slug,
+            "name": a.name,
+            "greeting": a.greeting,
+            "land": a.land,
+            "location": a.location,
+        }
+        for a in hunt.avatars.filter(published=True)
+    ]
+
+
+@api.get(
+    "/hunts/{slug}/leaderboard",
+    response={200: LeaderboardOut, **errors(404)},
+    tags=["hunts"],
+    description="Readable without login; served from the cache, rebuilt after each discovery.",
+)
+def hunt_leaderboard(request, slug: str):
+    hunt = get_object_or_404(Hunt.objects.only("pk"), slug=slug)
+    return leaderboard(hunt)
+
+
+@api.get(
+    "/hunts/{slug}/progress",
+    response={200: ProgressOut, **errors(401, 404)},
+    auth=PLAYER_AUTH,
+    tags=["player"],
+)
+def hunt_progress(request, slug: str):
+    hunt = _hunt(slug)
+    discoveries = (
+        Discovery.objects.filter(player__user=request.auth, word__hunt=hunt)
+        .select_related("word", "clue__avatar")
+        .order_by("word__position")
+    )
+    return {
+        "discoveries": [
+            {
+                "position": d.word.position,
+                "word": d.word.reveal_word(),
+                "avatar": d.clue.avatar.slug if d.clue else None,
+                "found_at": d.found_at,
+            }
+            for d in discoveries
+        ]
+    }
+
+
+@api.post(
+    "/hunts/{slug}/claim",
+    response={200: ClaimOut, **errors(400, 401, 403, 404, 409, 429)},
+    auth=PLAYER_AUTH,
+    tags=["player"],
+    description="`winner` for the first correct claim, `correct` once the hunt is won, `wrong` "
+    "otherwise. Each wrong or invalid claim starts a cooldown that doubles every time (429 "
+    "with `retry_after`).",
+)
+def hunt_claim(request, slug: str, payload: ClaimIn):
+    hunt = _hunt(slug)
+    try:
+        result = do_claim(hunt, player_of(request), payload.words)
+    except ClaimRefused as refused:
+        raise ApiError(refused.status, refused.code, refused.detail, refused.retry_after) from None
+    return {"result": result}
+
+
+def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Unknown paths under /api/v1/ answer in the API's error format, not Django's HTML."""
+    return _not_found(request, None)

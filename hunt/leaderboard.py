@@ -1,0 +1,147 @@
+"""The leaderboard of a hunt: computed from discoveries, cached, invalidated on change.
+
+On event day thousands of spectators poll the board or hold its WebSocket open while players
+discover words a few times a minute, so reads must not reach the database per request. The
+board is cached under a *generation* key: `invalidate_leaderboard(hunt_id)` (called after the
+commit that changed the board) starts a new generation, and the next reader rebuilds it once.
+While one process rebuilds, the others keep serving the previous board.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from hunt.models import Discovery, Hunt
+
+# Rows shown: the top of the board. Sending 10,000 rows to every spectator every second would
+# cost more than the board is worth; players see their own count on their dashboard.
+DEFAULT_ROWS = 100
+# A safety net only: every change that matters invalidates explicitly. It bounds how long an
+# organizer's out-of-band edit (hiding a player in the admin) takes to show.
+CACHE_SECONDS = 300
+REBUILD_LOCK_SECONDS = 10
+
+_encoder = DjangoJSONEncoder()
+
+
+def iso(value) -> str | None:
+    """A datetime as the REST answers write it (DjangoJSONEncoder), so WebSocket frames, cached
+    boards and REST bodies carry identical strings."""
+    return None if value is None else _encoder.default(value)
+
+
+def group_name(hunt_id: int) -> str:
+    return f"hunt.leaderboard.{hunt_id}"
+
+
+def _keys(hunt_id: int) -> tuple[str, str, str]:
+    prefix = f"leaderboard:{hunt_id}"
+    return f"{prefix}:generation", f"{prefix}:latest", f"{prefix}:rebuild"
+
+
+def invalidate_leaderboard(hunt_id: int) -> None:
+    """Marks the cached board of a hunt stale; the next reader rebuilds it.
+
+    Call it after the commit that changed the board (a discovery, a winning claim), e.g. in
+    `transaction.on_commit`; calling it earlier lets a reader cache the pre-commit board.
+    """
+    generation_key, _latest, _lock = _keys(hunt_id)
+    # A fresh random value rather than a counter: two invalidations at once both leave a
+    # generation no reader has cached, with no read-modify-write to race on.
+    cache.set(generation_key, uuid.uuid4().hex, timeout=None)
+
+
+def announce_leaderboard_change(hunt_id: int) -> None:
+    """Invalidates the board and tells the live leaderboard sockets; call after commit."""
+    invalidate_leaderboard(hunt_id)
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(
+            group_name(hunt_id), {"type": "leaderboard.changed", "hunt_id": hunt_id}
+        )
+
+
+def leaderboard(hunt: Hunt) -> dict[str, Any]:
+    """`{"rows", "updated_at", "winner"}` for the hunt, from the cache when fresh.
+
+    Race: a reader rebuilding from a snapshot taken just before an invalidation would store a
+    stale board. It stores it under the generation it read first, which the invalidation has
+    already replaced, so later readers never see it.
+    """
+    generation_key, latest_key, lock_key = _keys(hunt.pk)
+    generation = cache.get(generation_key)
+    if generation is None:
+        cache.add(generation_key, uuid.uuid4().hex, timeout=None)
+        generation = cache.get(generation_key)
+    board_key = f"leaderboard:{hunt.pk}:board:{generation}"
+    board = cache.get(board_key)
+    if board is not None:
+        return board
+    # Dogpile: after each invalidation every reader misses at once. One takes the rebuild lock,
+    # the others serve the previous board for the few milliseconds the rebuild takes.
+    rebuilder = cache.add(lock_key, 1, timeout=REBUILD_LOCK_SECONDS)
+    if not rebuilder:
+        stale = cache.get(latest_key)
+        if stale is not None:
+            return stale
+    try:
+        board = compute_leaderboard(hunt)
+        cache.set_many({board_key: board, latest_key: board}, timeout=CACHE_SECONDS)
+    finally:
+        if rebuilder:
+            cache.delete(lock_key)
+    return board
+
+
+def compute_leaderboard(hunt: Hunt, rows: int | None = None) -> dict[str, Any]:
+    """The board straight from the database (one grouped query plus the winner).
+
+    Ranked by words found, then the earlier last discovery (who got there first), then the
+    older account as a stable last resort. Staff, hidden and deactivated accounts are left out.
+    """
+    limit = rows or getattr(settings, "LEADERBOARD_ROWS", DEFAULT_ROWS)
+    ranked = (
+        Discovery.objects.filter(
+            word__hunt_id=hunt.pk,
+            player__hidden=False,
+            player__user__is_staff=False,
+            player__user__is_active=True,
+        )
+        .values("player_id", "player__display_name", "player__user__username")
+        .annotate(words_found=Count("id"), last_found_at=Max("found_at"))
+        .order_by("-words_found", "last_found_at", "player_id")[:limit]
+    )
+    board_rows = [
+        {
+            "rank": rank,
+            "player": row["player__display_name"] or row["player__user__username"],
+            "words_found": row["words_found"],
+            "last_found_at": iso(row["last_found_at"]),
+        }
+        for rank, row in enumerate(ranked, start=1)
+    ]
+    return {"rows": board_rows, "updated_at": iso(timezone.now()), "winner": winner_of(hunt.pk)}
+
+
+def winner_of(hunt_id: int) -> dict[str, Any] | None:
+    """`{"player", "claimed_at"}` of the hunt's winner, read fresh, or None."""
+    row = (
+        Hunt.objects.filter(pk=hunt_id, winner__isnull=False)
+        .values("winner__display_name", "winner__user__username", "won_at")
+        .first()
+    )
+    if row is None:
+        return None
+    return {
+        "player": row["winner__display_name"] or row["winner__user__username"],
+        "claimed_at": iso(row["won_at"]),
+    }

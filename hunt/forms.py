@@ -81,8 +81,9 @@ class SignUpForm(forms.Form):
 
     def clean(self) -> dict:
         cleaned = super().clean()
-        if "username" in cleaned and cleaned.get("password"):
-            user = get_user_model()(username=cleaned["username"])
+        if cleaned.get("password"):
+            # Checked even when the username is refused, so every problem shows at once.
+            user = get_user_model()(username=cleaned.get("username") or self.data.get("username"))
             try:
                 password_validation.validate_password(cleaned["password"], user)
             except forms.ValidationError as exc:
@@ -128,7 +129,9 @@ class WebSignUpForm(SignUpForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
-        if cleaned.get("password") and cleaned.get("password") != cleaned.get("password_again"):
+        # The raw value: a password refused above has left cleaned_data already.
+        password = self.data.get("password")
+        if password and "password_again" in cleaned and password != cleaned["password_again"]:
             self.add_error("password_again", _("The two passwords differ."))
         return cleaned
 

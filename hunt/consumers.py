@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from hunt.leaderboard import group_name, leaderboard
+from hunt.leaderboard import group_name, leaderboard_frame
 from hunt.models import Hunt
 
 MIN_INTERVAL = 1.0
@@ -27,8 +28,8 @@ def _hunt(slug: str) -> Hunt | None:
 
 
 @database_sync_to_async
-def _board(hunt: Hunt) -> dict:
-    return leaderboard(hunt)
+def _frame(hunt_id: int) -> str:
+    return leaderboard_frame(hunt_id)
 
 
 class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
@@ -59,8 +60,12 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        # A read-only socket: pings answer, anything else is ignored (never closes it).
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """A read-only socket: a ping is answered, anything else (even non-JSON) ignored."""
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            return
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
 
@@ -85,5 +90,4 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send_board(self) -> None:
         self._last_sent = asyncio.get_running_loop().time()
-        board = await _board(self.hunt)
-        await self.send_json({"type": "leaderboard", **board})
+        await self.send(text_data=await _frame(self.hunt.pk))

@@ -9,6 +9,7 @@ While one process rebuilds, the others keep serving the previous board.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -29,6 +30,8 @@ DEFAULT_ROWS = 100
 # organizer's out-of-band edit (hiding a player in the admin) takes to show.
 CACHE_SECONDS = 300
 REBUILD_LOCK_SECONDS = 10
+# Slugs almost never change; a renamed or deleted hunt's board lingers this long at most.
+SLUG_CACHE_SECONDS = 60
 
 _encoder = DjangoJSONEncoder()
 
@@ -70,22 +73,36 @@ def announce_leaderboard_change(hunt_id: int) -> None:
         )
 
 
-def leaderboard(hunt: Hunt) -> dict[str, Any]:
-    """`{"rows", "updated_at", "winner"}` for the hunt, from the cache when fresh.
+def hunt_id_for_slug(slug: str) -> int | None:
+    """The id of the hunt with this slug, cached briefly so board reads skip the database."""
+    key = f"leaderboard:slug:{slug}"
+    hunt_id = cache.get(key)
+    if hunt_id is None:
+        hunt_id = Hunt.objects.filter(slug=slug).values_list("pk", flat=True).first()
+        if hunt_id is not None:
+            cache.set(key, hunt_id, timeout=SLUG_CACHE_SECONDS)
+    return hunt_id
+
+
+def leaderboard_json(hunt_id: int) -> str:
+    """The board as JSON text, `{"rows", "updated_at", "winner"}`, from the cache when fresh.
+
+    Cached as text so that a read is one cache lookup and no serialization: REST answers send
+    it as is and every socket frame reuses it (see `leaderboard_frame`).
 
     Race: a reader rebuilding from a snapshot taken just before an invalidation would store a
     stale board. It stores it under the generation it read first, which the invalidation has
     already replaced, so later readers never see it.
     """
-    generation_key, latest_key, lock_key = _keys(hunt.pk)
+    generation_key, latest_key, lock_key = _keys(hunt_id)
     generation = cache.get(generation_key)
     if generation is None:
         cache.add(generation_key, uuid.uuid4().hex, timeout=None)
         generation = cache.get(generation_key)
-    board_key = f"leaderboard:{hunt.pk}:board:{generation}"
-    board = cache.get(board_key)
-    if board is not None:
-        return board
+    board_key = f"leaderboard:{hunt_id}:board:{generation}"
+    text = cache.get(board_key)
+    if text is not None:
+        return text
     # Dogpile: after each invalidation every reader misses at once. One takes the rebuild lock,
     # the others serve the previous board for the few milliseconds the rebuild takes.
     rebuilder = cache.add(lock_key, 1, timeout=REBUILD_LOCK_SECONDS)
@@ -94,15 +111,26 @@ def leaderboard(hunt: Hunt) -> dict[str, Any]:
         if stale is not None:
             return stale
     try:
-        board = compute_leaderboard(hunt)
-        cache.set_many({board_key: board, latest_key: board}, timeout=CACHE_SECONDS)
+        text = json.dumps(compute_leaderboard(hunt_id), cls=DjangoJSONEncoder)
+        cache.set_many({board_key: text, latest_key: text}, timeout=CACHE_SECONDS)
     finally:
         if rebuilder:
             cache.delete(lock_key)
-    return board
+    return text
 
 
-def compute_leaderboard(hunt: Hunt, rows: int | None = None) -> dict[str, Any]:
+def leaderboard(hunt: Hunt) -> dict[str, Any]:
+    """The board of a hunt as a dict (pages); see `leaderboard_json`."""
+    return json.loads(leaderboard_json(hunt.pk))
+
+
+def leaderboard_frame(hunt_id: int) -> str:
+    """The socket frame `{"type": "leaderboard", "rows", "updated_at", "winner"}` as text,
+    spliced from the cached JSON: a change reaches every spectator without one encode each."""
+    return '{"type": "leaderboard", ' + leaderboard_json(hunt_id)[1:]
+
+
+def compute_leaderboard(hunt_id: int, rows: int | None = None) -> dict[str, Any]:
     """The board straight from the database (one grouped query plus the winner).
 
     Ranked by words found, then the earlier last discovery (who got there first), then the
@@ -111,7 +139,7 @@ def compute_leaderboard(hunt: Hunt, rows: int | None = None) -> dict[str, Any]:
     limit = rows or getattr(settings, "LEADERBOARD_ROWS", DEFAULT_ROWS)
     ranked = (
         Discovery.objects.filter(
-            word__hunt_id=hunt.pk,
+            word__hunt_id=hunt_id,
             player__hidden=False,
             player__user__is_staff=False,
             player__user__is_active=True,
@@ -129,7 +157,7 @@ def compute_leaderboard(hunt: Hunt, rows: int | None = None) -> dict[str, Any]:
         }
         for rank, row in enumerate(ranked, start=1)
     ]
-    return {"rows": board_rows, "updated_at": iso(timezone.now()), "winner": winner_of(hunt.pk)}
+    return {"rows": board_rows, "updated_at": iso(timezone.now()), "winner": winner_of(hunt_id)}
 
 
 def winner_of(hunt_id: int) -> dict[str, Any] | None:

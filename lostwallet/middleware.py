@@ -8,19 +8,23 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
 
 
-class BrowserOriginValidator(AllowedHostsOriginValidator):
+class BrowserOriginValidator:
     """Checks the Origin of browser handshakes against ALLOWED_HOSTS.
 
     Browsers always send Origin on WebSocket handshakes, and a foreign page could ride the
-    player's session cookie, so a foreign origin is refused. AR clients and scripts send no
-    Origin and authenticate with a bearer token, which another site cannot read; they pass.
+    player's session cookie, so a foreign origin is refused (an HTTP 403 before any WebSocket
+    exists). AR clients and scripts send no Origin and authenticate with a bearer token, which
+    another site cannot read; they pass.
     """
 
+    def __init__(self, application):
+        self.application = application
+
     async def __call__(self, scope, receive, send):
-        headers = dict(scope.get("headers", ()))
-        if b"origin" not in headers:
+        if not any(name == b"origin" for name, _value in scope.get("headers", ())):
             return await self.application(scope, receive, send)
-        return await super().__call__(scope, receive, send)
+        # Built per handshake, so ALLOWED_HOSTS is read when used, not at import.
+        return await AllowedHostsOriginValidator(self.application)(scope, receive, send)
 
 
 def bearer_token(scope) -> str | None:

@@ -18,10 +18,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from hunt.models import Discovery, Hunt
+from hunt.models import Discovery, Hunt, Player, SeedWord
 
 # Rows shown: the top of the board. Sending 10,000 rows to every spectator every second would
 # cost more than the board is worth; players see their own count on their dashboard.
@@ -131,27 +131,36 @@ def leaderboard_frame(hunt_id: int) -> str:
 
 
 def compute_leaderboard(hunt_id: int, rows: int | None = None) -> dict[str, Any]:
-    """The board straight from the database (one grouped query plus the winner).
+    """The board straight from the database.
 
     Ranked by words found, then the earlier last discovery (who got there first), then the
     older account as a stable last resort. Staff, hidden and deactivated accounts are left out.
+    Shaped for speed on 100,000 discoveries: the aggregate reads only the discovery table
+    (through the `discovery_word_player_time` covering index), the few excluded players are
+    one small subquery, and names are fetched for the top rows only.
     """
     limit = rows or getattr(settings, "LEADERBOARD_ROWS", DEFAULT_ROWS)
-    ranked = (
-        Discovery.objects.filter(
-            word__hunt_id=hunt_id,
-            player__hidden=False,
-            player__user__is_staff=False,
-            player__user__is_active=True,
-        )
-        .values("player_id", "player__display_name", "player__user__username")
+    word_ids = list(SeedWord.objects.filter(hunt_id=hunt_id).values_list("pk", flat=True))
+    excluded = Player.objects.filter(
+        Q(hidden=True) | Q(user__is_staff=True) | Q(user__is_active=False)
+    ).values("pk")
+    ranked = list(
+        Discovery.objects.filter(word_id__in=word_ids)
+        .exclude(player_id__in=excluded)
+        .values("player_id")
         .annotate(words_found=Count("id"), last_found_at=Max("found_at"))
         .order_by("-words_found", "last_found_at", "player_id")[:limit]
     )
+    names = {
+        pk: display or username
+        for pk, display, username in Player.objects.filter(
+            pk__in=[row["player_id"] for row in ranked]
+        ).values_list("pk", "display_name", "user__username")
+    }
     board_rows = [
         {
             "rank": rank,
-            "player": row["player__display_name"] or row["player__user__username"],
+            "player": names[row["player_id"]],
             "words_found": row["words_found"],
             "last_found_at": iso(row["last_found_at"]),
         }

@@ -237,7 +237,12 @@ class Discovery(models.Model):
                 fields=["word"], condition=Q(first=True), name="discovery_one_first_finder"
             ),
         ]
-        indexes = [models.Index(fields=["word", "found_at"], name="discovery_word_time")]
+        indexes = [
+            models.Index(fields=["word", "found_at"], name="discovery_word_time"),
+            # Covers the leaderboard's aggregate (hunt/leaderboard.py): counting a hunt's
+            # discoveries per player reads this index only, never the table.
+            models.Index(fields=["word", "player", "found_at"], name="discovery_word_player_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.player} found #{self.word.position}"

@@ -2,6 +2,9 @@
 
 `ScriptedEngine` stands in for the model only, below the task layer: the consumer, the chat
 actions, the turn pipeline, the gate and the channel layer all run for real.
+
+Test modules load it as a plugin (`pytest_plugins`) for its fixtures and import its helpers;
+it is imported before pytest could rewrite its asserts, hence PYTEST_DONT_REWRITE.
 """
 
 from __future__ import annotations

@@ -188,6 +188,10 @@ AVATAR_MAX_NEW_TOKENS = env_int("AVATAR_MAX_NEW_TOKENS", 96, minimum=8)
 AVATAR_MAX_BATCH = env_int("AVATAR_MAX_BATCH", 16, minimum=1)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
+# A turn that no worker has finished this many seconds after the player's message is failed
+# (`generation_failed`), so a lost job never means silence. Longer than the broker's visibility
+# timeout plus a generation, so that a redelivered job gets its chance first.
+CHAT_TURN_DEADLINE = env_int("CHAT_TURN_DEADLINE", 600, minimum=1)
 
 # New accounts: off closes sign-up everywhere; when on, a hunt that has not ended and has
 # `registration_open` must exist too (hunt/forms.py registration_is_open).

@@ -175,3 +175,49 @@ def chat(chat_pair) -> ChatClient:
 @pytest.fixture
 def chat_hello(chat_pair) -> dict:
     return chat_pair[1]
+
+
+class LiveChat:
+    """A real WebSocket client (the `websockets` package) for tests against a running server."""
+
+    def __init__(self, host: str, slug: str, token: str, timeout: float = 60):
+        from websockets.sync.client import connect
+
+        self.ws = connect(
+            f"ws://{host}/ws/chat/{slug}/",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=timeout,
+        )
+
+    def __enter__(self) -> LiveChat:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ws.close()
+
+    def next(self, timeout: float = TURN_TIMEOUT) -> dict:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def send(self, frame: dict) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def say(self, text: str, client_id: str, timeout: float = TURN_TIMEOUT) -> dict:
+        """Sends a say and returns its ack (frames before it are not expected)."""
+        self.send({"type": "say", "text": text, "client_id": client_id})
+        frame = self.next(timeout)
+        assert frame["type"] == "ack", frame
+        return frame
+
+    def turn(
+        self, reply_to: int, others: list | None = None, timeout: float = 120
+    ) -> tuple[list[str], dict]:
+        """Like collect_turn: (token texts, terminal frame) of one turn."""
+        tokens: list[str] = []
+        while True:
+            frame = self.next(timeout)
+            if frame["type"] == "token" and frame["reply_to"] == reply_to:
+                tokens.append(frame["text"])
+            elif frame["type"] in ("reply", "error") and frame.get("reply_to") == reply_to:
+                return tokens, frame
+            elif others is not None:
+                others.append(frame)

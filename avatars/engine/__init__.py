@@ -1,0 +1,56 @@
+"""The avatar model and its batching engine (issue 3).
+
+- loading.py: `AVATAR_MODEL` / `AVATAR_DEVICE` to a loaded model (GGUF conversion, cache).
+- engine.py: `Engine`, the background batching loop; `submit(Request) -> Stream`.
+- prompts.py: persona-first prompts within a token budget; `check_persona_fits`.
+- summary.py: the rolling summary of older turns.
+- cleaning.py: streaming reply clean-up.
+
+`get_engine()` is the process-wide engine: the model is loaded once per process, on first use
+(or at worker start, see avatars/tasks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+_engine = None
+_engine_pid: int | None = None
+_lock = threading.Lock()
+
+
+def get_engine():
+    """The engine of this process, created on first call with the configured model."""
+    global _engine, _engine_pid
+    with _lock:
+        if _engine is not None and _engine_pid != os.getpid():
+            # Inherited through a fork: its thread did not come along. Start afresh.
+            logger.warning("avatar engine inherited through fork; loading a new one")
+            _engine = None
+        if _engine is None:
+            from avatars.engine.engine import Engine
+            from avatars.engine.loading import load_model
+
+            _engine = Engine(
+                load_model(),
+                max_batch=settings.AVATAR_MAX_BATCH,
+                prefill_chunk=getattr(settings, "AVATAR_PREFILL_CHUNK", 256),
+                prefix_cache_tokens=getattr(settings, "AVATAR_PREFIX_CACHE_TOKENS", 12_000),
+            )
+            _engine_pid = os.getpid()
+        return _engine
+
+
+def reset_engine() -> None:
+    """Closes the process-wide engine (tests switching models; shutdown)."""
+    global _engine
+    with _lock:
+        if _engine is not None:
+            _engine.close()
+        _engine = None

@@ -1,0 +1,685 @@
+"""The batching engine: one model per process, many conversations at once.
+
+A background thread owns the model and runs a loop; any thread submits a request and reads its
+own stream of tokens. Each turn of the loop:
+
+1. admits waiting requests: at most one prompt is prefilled at a time, in chunks of
+   `prefill_chunk` tokens, so a long prompt stalls the running streams for one chunk only;
+2. runs one decode step for every running stream together: a padded batch whose key/value
+   cache lives in preallocated buffers written in place (growing transformers' DynamicCache
+   by concatenation copied the whole cache every step: it was as slow as the matmuls at 16
+   streams on CPU);
+3. samples each stream's next token with its own settings and random generator.
+
+A finished prompt joins the running batch between two steps (continuous batching), and a
+finished stream leaves it at once, so nobody waits for the slowest reply of a batch.
+
+Padding: rows are left-padded so that every stream writes its next key/value at the same
+column. Each row keeps its own positions (0.. its real length) and the attention mask hides its
+padding, so a stream's output does not depend on its neighbours (tests/test_engine_batching.py
+checks greedy batched output against one-at-a-time output).
+
+Prefix reuse: the key/values of finished streams (prompt plus reply) are kept in a small LRU
+`PrefixCache` keyed by token ids. A new prompt starts from the longest cached prefix: the
+persona and hunt context shared by every conversation with an avatar, and, for the next turn of
+the same conversation, everything up to the last reply. `bench_engine` measures what it saves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from avatars.engine.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Per-request decoding settings. temperature 0 is greedy. With a seed, the same request
+    gives the same reply; without, each reply draws fresh randomness."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 96
+    # Divides the logits of tokens this reply already produced (the prompt is not penalised:
+    # the persona's words are the character's vocabulary).
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A prompt, already through the chat template (see prompts.build_prompt), and how to
+    decode it. max_new_tokens=0 only prefills the prompt into the prefix cache (`warm`)."""
+
+    prompt_ids: tuple[int, ...]
+    sampling: Sampling = Sampling()
+
+
+@dataclass
+class Completion:
+    """What a finished stream produced, with its timings (monotonic seconds)."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (end of turn), "length", "cancelled" or "error"
+    prompt_tokens: int
+    cached_tokens: int  # prompt tokens whose key/values came from the prefix cache
+    submitted_at: float
+    token_times: list[float] = field(default_factory=list)
+
+    @property
+    def ttft(self) -> float | None:
+        return self.token_times[0] - self.submitted_at if self.token_times else None
+
+
+class EngineError(RuntimeError):
+    """The engine failed while serving this stream (the model raised)."""
+
+
+_DONE = object()
+
+
+class Stream:
+    """One request's tokens, produced by the engine thread and read by one consumer thread.
+
+    Iterating yields text chunks (the reply decoded so far, in increments; special tokens are
+    never part of it); `result()` waits for the end and returns the Completion. `cancel()` may
+    be called from any thread: the engine drops the request before its next step.
+    """
+
+    def __init__(self, engine: Engine, request: Request):
+        self.request = request
+        self.submitted_at = time.monotonic()
+        self._engine = engine
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+        self._token_ids: list[int] = []
+        self._token_times: list[float] = []
+        self._text = ""
+        self._finish: tuple[str, BaseException | None, int] | None = None
+
+    # Engine side (engine thread only) --------------------------------------------------------
+
+    def _put_token(self, token_id: int) -> None:
+        self._events.put((token_id, time.monotonic()))
+
+    def _finish_with(self, reason: str, cached: int, error: BaseException | None = None) -> None:
+        self._events.put((_DONE, (reason, error, cached)))
+
+    # Consumer side -------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._engine._wake.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _next_event(self, timeout: float | None) -> bool:
+        """Consumes one event; False once the stream is finished."""
+        if self._finish is not None:
+            return False
+        try:
+            item, payload = self._events.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("the engine produced nothing in time") from None
+        if item is _DONE:
+            self._finish = payload
+            return False
+        self._token_ids.append(item)
+        self._token_times.append(payload)
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return self.chunks()
+
+    def chunks(self, timeout: float | None = None) -> Iterator[str]:
+        """Text as it is produced. `timeout` bounds the wait for each token."""
+        tokenizer = self._engine.tokenizer
+        while self._next_event(timeout):
+            text = tokenizer.decode(self._token_ids, skip_special_tokens=True)
+            # A token can end inside a multi-byte character; wait for the rest of it.
+            if text.endswith("\ufffd"):
+                continue
+            if len(text) > len(self._text) and text.startswith(self._text):
+                chunk, self._text = text[len(self._text) :], text
+                yield chunk
+        self._raise_if_failed()
+        text = tokenizer.decode(self._token_ids, skip_special_tokens=True)
+        if len(text) > len(self._text) and text.startswith(self._text):
+            chunk, self._text = text[len(self._text) :], text
+            yield chunk
+
+    def result(self, timeout: float | None = None) -> Completion:
+        for _chunk in self.chunks(timeout):
+            pass
+        reason, _error, cached = self._finish
+        return Completion(
+            token_ids=list(self._token_ids),
+            text=self._text,
+            finish_reason=reason,
+            prompt_tokens=len(self.request.prompt_ids),
+            cached_tokens=cached,
+            submitted_at=self.submitted_at,
+            token_times=list(self._token_times),
+        )
+
+    def _raise_if_failed(self) -> None:
+        reason, error, _cached = self._finish
+        if reason == "error":
+            raise EngineError(str(error)) from error
+
+    @property
+    def text(self) -> str:
+        """The text yielded so far."""
+        return self._text
+
+
+class PrefixCache:
+    """Key/values of recent token sequences, least recently used first out.
+
+    `match` finds the entry sharing the longest prefix with a prompt; the engine copies that
+    many key/values instead of recomputing them. Entries hold one sequence each, per layer
+    tensors of shape [kv_heads, length, head_dim]. Only the engine thread touches it.
+    """
+
+    def __init__(self, capacity_tokens: int):
+        self.capacity_tokens = capacity_tokens
+        self._entries: OrderedDict[int, tuple[torch.Tensor, list, list]] = OrderedDict()
+        self._tokens = 0
+        self._next_key = 0
+        self.hits = 0
+        self.lookups = 0
+        self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def match(self, ids: torch.Tensor) -> tuple[int | None, int]:
+        """(entry key, shared prefix length) of the best entry, (None, 0) without one."""
+        self.lookups += 1
+        best_key, best_len = None, 0
+        for key, (entry_ids, _k, _v) in self._entries.items():
+            n = min(len(entry_ids), len(ids))
+            if n <= best_len:
+                continue
+            same = entry_ids[:n] == ids[:n]
+            shared = n if bool(same.all()) else int(same.to(torch.int8).argmin())
+            if shared > best_len:
+                best_key, best_len = key, shared
+        if best_key is not None:
+            self._entries.move_to_end(best_key)
+            self.hits += 1
+        return best_key, best_len
+
+    def get(self, key: int) -> tuple[torch.Tensor, list, list]:
+        return self._entries[key]
+
+    def put(self, ids: torch.Tensor, keys: list, values: list) -> None:
+        if len(ids) == 0 or len(ids) > self.capacity_tokens:
+            return
+        # An entry that is a prefix of the new one is now useless: drop it. (The opposite case,
+        # a new sequence that is a prefix of a cached one, is not stored at all.)
+        for key, (entry_ids, _k, _v) in list(self._entries.items()):
+            n = min(len(entry_ids), len(ids))
+            if bool((entry_ids[:n] == ids[:n]).all()):
+                if len(entry_ids) >= len(ids):
+                    self._entries.move_to_end(key)
+                    return
+                self._drop(key)
+        self._entries[self._next_key] = (ids, keys, values)
+        self._next_key += 1
+        self._tokens += len(ids)
+        while self._tokens > self.capacity_tokens:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: int) -> None:
+        ids, _k, _v = self._entries.pop(key)
+        self._tokens -= len(ids)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._tokens = 0
+
+
+class _CacheView:
+    """What the model's attention layers see as their cache for one forward pass: writes the
+    new key/values in place at column `at` of the first `rows` rows and returns the filled
+    part. Duck-types transformers' Cache.update (the 4D mask passed to the model means no other
+    Cache method is consulted)."""
+
+    def __init__(self, slab: _Slab, rows: int, at: int):
+        self.slab, self.rows, self.at = slab, rows, at
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        end = self.at + key_states.shape[2]
+        keys, values = self.slab.keys[layer_idx], self.slab.values[layer_idx]
+        keys[: self.rows, :, self.at : end].copy_(key_states)
+        values[: self.rows, :, self.at : end].copy_(value_states)
+        return keys[: self.rows, :, :end], values[: self.rows, :, :end]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.at
+
+
+class _Slab:
+    """Preallocated key/value buffers [rows, kv_heads, columns, head_dim] for every layer."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device):
+        self.shape = (layers, kv_heads, head_dim)
+        self.dtype, self.device = dtype, device
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.row_capacity = 0
+        self.column_capacity = 0
+
+    def reserve(self, rows: int, columns: int, keep_rows: int, keep_columns: int, shift: int = 0):
+        """Makes room for `rows` x `columns`; keeps the first keep_rows x keep_columns, moved
+        right by `shift` columns. Freshly allocated space is zeroed: masked key/values are
+        multiplied by a zero attention weight, which is only harmless when they are finite."""
+        if rows <= self.row_capacity and columns <= self.column_capacity and shift == 0:
+            return
+        rows = max(rows, self.row_capacity)
+        # Grow in steps, so a running batch reallocates rarely (once per 64+ decode steps).
+        columns = max(columns, self.column_capacity) + max(64, columns // 4)
+        layers, kv_heads, head_dim = self.shape
+        new_keys, new_values = [], []
+        for layer in range(layers):
+            k = torch.zeros(rows, kv_heads, columns, head_dim, dtype=self.dtype, device=self.device)
+            v = torch.zeros_like(k)
+            if keep_rows and keep_columns:
+                k[:keep_rows, :, shift : shift + keep_columns] = self.keys[layer][
+                    :keep_rows, :, :keep_columns
+                ]
+                v[:keep_rows, :, shift : shift + keep_columns] = self.values[layer][
+                    :keep_rows, :, :keep_columns
+                ]
+            new_keys.append(k)
+            new_values.append(v)
+        self.keys, self.values = new_keys, new_values
+        self.row_capacity, self.column_capacity = rows, columns
+
+    def release(self) -> None:
+        self.keys, self.values = [], []
+        self.row_capacity = self.column_capacity = 0
+
+
+class _Sequence:
+    """Engine-thread state of one request."""
+
+    def __init__(self, stream: Stream, device):
+        self.stream = stream
+        sampling = stream.request.sampling
+        self.sampling = sampling
+        self.prompt = torch.tensor(stream.request.prompt_ids, dtype=torch.long)
+        self.fed: list[int] = list(stream.request.prompt_ids)  # tokens whose KV is computed
+        self.generated: list[int] = []
+        self.cached = 0
+        self.start = 0  # first real column in the batch slab
+        self.last_token: int | None = None
+        self.generator: torch.Generator | None = None
+        if not sampling.greedy:
+            seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8))
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(seed % (2**63))
+        self.private: _Slab | None = None  # KV during prefill
+        self.prefilled = 0
+
+    @property
+    def position(self) -> int:
+        return len(self.fed)
+
+
+class Engine:
+    """Owns a loaded model and serves requests from a background thread (see module doc)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        max_batch: int = 16,
+        prefill_chunk: int = 256,
+        prefix_cache_tokens: int = 12_000,
+    ):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.stop_ids = loaded.stop_ids
+        self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
+        config = self.model.config
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        self._slab = _Slab(
+            config.num_hidden_layers,
+            config.num_key_value_heads,
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            loaded.dtype,
+            loaded.device,
+        )
+        self._columns = 0  # filled columns of the batch slab
+        self._running: list[_Sequence] = []  # row i of the slab is _running[i]
+        self._waiting: deque[_Sequence] = deque()
+        self._prefilling: _Sequence | None = None
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closed = False
+        self.steps = 0
+        self.decoded_tokens = 0
+        self._thread = threading.Thread(target=self._loop, name="avatar-engine", daemon=True)
+        self._thread.start()
+
+    # Public API (any thread) ---------------------------------------------------------------
+
+    def submit(self, request: Request) -> Stream:
+        if self._closed:
+            raise EngineError("the engine is closed")
+        if not request.prompt_ids:
+            raise ValueError("empty prompt")
+        stream = Stream(self, request)
+        self._inbox.put(stream)
+        self._wake.set()
+        return stream
+
+    def generate(self, prompt_ids, sampling: Sampling = Sampling()) -> Completion:
+        """Submits and waits: a convenience for scripts and tests."""
+        return self.submit(Request(tuple(prompt_ids), sampling)).result()
+
+    def warm(self, prompt_ids) -> Stream:
+        """Prefills `prompt_ids` into the prefix cache without generating (e.g. the next turn's
+        prompt minus the player's message, while the player reads and types)."""
+        return self.submit(Request(tuple(prompt_ids), Sampling(max_new_tokens=0)))
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def load(self) -> int:
+        """Requests admitted or waiting (an indication for `queued` frames)."""
+        return len(self._running) + len(self._waiting) + (self._prefilling is not None)
+
+    # Engine thread -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._closed:
+            try:
+                with torch.inference_mode():
+                    busy = self._turn()
+            except Exception as exc:  # a model error must not kill the thread for good
+                logger.exception("engine step failed; failing the requests in flight")
+                self._fail_all(exc)
+                busy = False
+            if not busy:
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+        self._fail_all(EngineError("the engine was closed"))
+
+    def _turn(self) -> bool:
+        while True:
+            try:
+                self._waiting.append(_Sequence(self._inbox.get_nowait(), self.device))
+            except queue.Empty:
+                break
+        for seq in [s for s in self._waiting if s.stream.cancelled]:
+            self._waiting.remove(seq)
+            seq.stream._finish_with("cancelled", 0)
+        if self._prefilling is not None and self._prefilling.stream.cancelled:
+            self._prefilling.stream._finish_with("cancelled", self._prefilling.cached)
+            self._prefilling = None
+        for row in reversed(range(len(self._running))):
+            if self._running[row].stream.cancelled:
+                self._finish_row(row, "cancelled")
+        if self._prefilling is None and self._waiting and len(self._running) < self.max_batch:
+            self._begin_prefill(self._waiting.popleft())
+        worked = False
+        if self._prefilling is not None:
+            self._prefill_chunk()
+            worked = True
+        if self._running:
+            self._decode_step()
+            worked = True
+        return worked
+
+    def _fail_all(self, error: BaseException) -> None:
+        for seq in [*self._running, *self._waiting, self._prefilling]:
+            if seq is not None:
+                seq.stream._finish_with("error", seq.cached, error)
+        self._running, self._waiting, self._prefilling = [], deque(), None
+        self._columns = 0
+        self._slab.release()
+        while True:
+            try:
+                self._inbox.get_nowait()._finish_with("error", 0, error)
+            except queue.Empty:
+                break
+
+    # Prefill -------------------------------------------------------------------------------
+
+    def _new_private_slab(self, columns: int) -> _Slab:
+        layers, kv_heads, head_dim = self._slab.shape
+        slab = _Slab(layers, kv_heads, head_dim, self._slab.dtype, self.device)
+        slab.reserve(1, columns, 0, 0)
+        return slab
+
+    def _begin_prefill(self, seq: _Sequence) -> None:
+        length = len(seq.prompt)
+        seq.private = self._new_private_slab(length + 1)
+        key, shared = self.prefix_cache.match(seq.prompt)
+        # A generating request must compute at least its last prompt token (its logits give
+        # the first reply token); a warm-up may reuse everything.
+        shared = min(shared, length - (1 if seq.sampling.max_new_tokens else 0))
+        if key is not None and shared > 0:
+            _ids, keys, values = self.prefix_cache.get(key)
+            for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+                seq.private.keys[layer][0, :, :shared] = k[:, :shared]
+                seq.private.values[layer][0, :, :shared] = v[:, :shared]
+            self.prefix_cache.reused_tokens += shared
+        seq.cached = seq.prefilled = shared
+        self._prefilling = seq
+
+    def _prefill_chunk(self) -> None:
+        seq = self._prefilling
+        length = len(seq.prompt)
+        begin = seq.prefilled
+        end = min(length, begin + self.prefill_chunk)
+        logits = None
+        if end > begin:
+            ids = seq.prompt[begin:end].to(self.device)[None]
+            positions = torch.arange(begin, end, device=self.device)[None]
+            # Causal over the whole prefix: query i (at position begin+i) sees columns <= it.
+            mask = (
+                torch.arange(end, device=self.device)[None, :]
+                <= torch.arange(begin, end, device=self.device)[:, None]
+            )[None, None]
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=_CacheView(seq.private, 1, begin),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :]
+            seq.prefilled = end
+        if end < length:
+            return
+        self._prefilling = None
+        if seq.sampling.max_new_tokens == 0:
+            self._remember(seq.private, 0, 0, length, seq.prompt)
+            seq.stream._finish_with("stop", seq.cached)
+            return
+        token = int(self._sample(logits, [seq])[0])
+        if self._emit(seq, token):
+            self._remember(seq.private, 0, 0, length, seq.prompt)
+            return
+        self._join_batch(seq, token)
+
+    def _join_batch(self, seq: _Sequence, token: int) -> None:
+        """Moves a prefilled prompt into the running batch (left-padded to its columns)."""
+        length = len(seq.prompt)
+        rows = len(self._running)
+        shift = max(0, length - self._columns)
+        columns = self._columns + shift
+        self._slab.reserve(rows + 1, columns + 1, rows, self._columns, shift)
+        for other in self._running:
+            other.start += shift
+        self._columns = columns
+        seq.start = columns - length
+        for layer in range(len(self._slab.keys)):
+            self._slab.keys[layer][rows, :, : seq.start].zero_()
+            self._slab.values[layer][rows, :, : seq.start].zero_()
+            self._slab.keys[layer][rows, :, seq.start : columns] = seq.private.keys[layer][
+                0, :, :length
+            ]
+            self._slab.values[layer][rows, :, seq.start : columns] = seq.private.values[layer][
+                0, :, :length
+            ]
+        seq.private = None
+        seq.last_token = token
+        self._running.append(seq)
+
+    # Decode --------------------------------------------------------------------------------
+
+    def _decode_step(self) -> None:
+        rows, at = len(self._running), self._columns
+        self._slab.reserve(rows, at + 1, rows, at)
+        device = self.device
+        ids = torch.tensor([[s.last_token] for s in self._running], device=device)
+        positions = torch.tensor([[s.position] for s in self._running], device=device)
+        starts = torch.tensor([s.start for s in self._running], device=device)
+        mask = (torch.arange(at + 1, device=device)[None, :] >= starts[:, None])[:, None, None, :]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=_CacheView(self._slab, rows, at),
+            use_cache=True,
+        )
+        self._columns = at + 1
+        for seq in self._running:
+            seq.fed.append(seq.last_token)
+        tokens = self._sample(out.logits[:, -1, :], self._running).tolist()
+        self.steps += 1
+        self.decoded_tokens += rows
+        for row in reversed(range(rows)):
+            seq = self._running[row]
+            if self._emit(seq, tokens[row]):
+                self._finish_row(row, None)
+            else:
+                seq.last_token = tokens[row]
+
+    def _emit(self, seq: _Sequence, token: int) -> bool:
+        """Hands a sampled token to the stream; True when the sequence is finished (its
+        Completion is then already sent)."""
+        if token in self.stop_ids:
+            seq.stream._finish_with("stop", seq.cached)
+            return True
+        seq.generated.append(token)
+        seq.stream._put_token(token)
+        if len(seq.generated) >= seq.sampling.max_new_tokens:
+            seq.stream._finish_with("length", seq.cached)
+            return True
+        return False
+
+    def _finish_row(self, row: int, reason: str | None) -> None:
+        """Removes a row from the batch (its stream is told `reason` unless already told) and
+        keeps its key/values in the prefix cache for the conversation's next turn."""
+        seq = self._running[row]
+        if reason is not None:
+            seq.stream._finish_with(reason, seq.cached)
+        fed = torch.tensor(seq.fed, dtype=torch.long)
+        self._remember(self._slab, row, seq.start, self._columns, fed)
+        last = len(self._running) - 1
+        if row != last:
+            # Keep rows contiguous: the last row moves into the hole.
+            for layer in range(len(self._slab.keys)):
+                self._slab.keys[layer][row, :, : self._columns] = self._slab.keys[layer][
+                    last, :, : self._columns
+                ]
+                self._slab.values[layer][row, :, : self._columns] = self._slab.values[layer][
+                    last, :, : self._columns
+                ]
+            self._running[row] = self._running[last]
+        self._running.pop()
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drops padding columns no remaining row needs once they waste a quarter of the
+        batch, and frees the buffers when the batch is empty."""
+        if not self._running:
+            self._columns = 0
+            self._slab.release()
+            return
+        lead = min(s.start for s in self._running)
+        if lead == 0 or (lead < 64 and lead * 4 < self._columns):
+            return
+        rows, width = len(self._running), self._columns - lead
+        for buffers in (self._slab.keys, self._slab.values):
+            for layer in range(len(buffers)):
+                moved = buffers[layer][:rows, :, lead : self._columns].clone()
+                buffers[layer][:rows, :, :width] = moved
+        for seq in self._running:
+            seq.start -= lead
+        self._columns = width
+
+    def _remember(self, slab: _Slab, row: int, begin: int, end: int, ids: torch.Tensor) -> None:
+        if self.prefix_cache.capacity_tokens <= 0:
+            return
+        assert end - begin == len(ids), (end - begin, len(ids))
+        keys = [k[row, :, begin:end].clone() for k in slab.keys]
+        values = [v[row, :, begin:end].clone() for v in slab.values]
+        self.prefix_cache.put(ids, keys, values)
+
+    # Sampling ------------------------------------------------------------------------------
+
+    def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
+        """Next token per row: greedy rows take the argmax; others sample from the top-p
+        nucleus of the temperature-scaled distribution with their own generator."""
+        logits = logits.float()
+        for row, seq in enumerate(seqs):
+            penalty = seq.sampling.repetition_penalty
+            if penalty != 1.0 and seq.generated:
+                seen = torch.tensor(sorted(set(seq.generated)), device=logits.device)
+                scores = logits[row, seen]
+                logits[row, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
+        chosen = logits.argmax(dim=-1)
+        sampled = [row for row, seq in enumerate(seqs) if not seq.sampling.greedy]
+        if sampled:
+            index = torch.tensor(sampled, device=logits.device)
+            temperature = torch.tensor(
+                [seqs[row].sampling.temperature for row in sampled], device=logits.device
+            )
+            probs = torch.softmax(logits[index] / temperature[:, None], dim=-1)
+            ordered, order = probs.sort(dim=-1, descending=True)
+            top_p = torch.tensor(
+                [seqs[row].sampling.top_p for row in sampled], device=logits.device
+            )
+            # Keep the smallest set of most likely tokens whose mass reaches top_p (the most
+            # likely token is always kept).
+            ordered[(ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]] = 0
+            for i, row in enumerate(sampled):
+                pick = torch.multinomial(ordered[i], 1, generator=seqs[row].generator)
+                chosen[row] = order[i, pick[0]]
+        return chosen

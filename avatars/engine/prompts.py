@@ -1,0 +1,227 @@
+"""Prompts: an avatar's persona, what it may say this turn, and as much recent conversation as
+fits a fixed token budget (`AVATAR_PROMPT_BUDGET`), through the model's chat template.
+
+Layout (one system message, then the turns):
+
+    system: persona (always first, never cut) · greeting · how to answer · public hunt context
+            · summary of older turns · this turn's reveal and hint instructions (from the gate)
+    user/assistant: the most recent stored turns that fit, oldest first
+    user: the player's new message
+
+Guarded words: a prompt holds one only when the gate supplies a reveal for this player in this
+turn (`PromptParts.reveals`). Everything else comes from public texts (persona, greeting, hunt
+description: checked for guarded words on every save) and from stored messages of this
+conversation, whose avatar replies already passed the gate's guard (see summary.py).
+
+The budget keeps the cost of a turn flat however long the conversation runs; older turns live on
+in the rolling summary. Budget reservations below make `check_persona_fits` refuse, when the
+avatar is saved, a persona that would leave no room for the conversation itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+# Room kept free in every prompt, in tokens. The player's message is capped at CHAT_MAX_CHARS
+# (500) characters, about 125 tokens of English.
+MESSAGE_RESERVE = 128
+SUMMARY_MAX_TOKENS = 96
+INSTRUCTION_RESERVE = 64  # this turn's reveal and hint lines
+MIN_TURNS_ROOM = 128  # at least a few recent exchanges
+HUNT_CONTEXT_MAX_CHARS = 400
+
+STYLE = "Stay in character. Answer in one to three short sentences."
+ROLES = {"player": "user", "avatar": "assistant"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "player" or "avatar"
+    text: str
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    persona: str
+    greeting: str = ""
+    hunt_context: str = ""
+    summary: str = ""
+    reveals: tuple[str, ...] = ()  # instruction lines with the word, for this turn only
+    hint: str | None = None
+    turns: tuple[Turn, ...] = ()  # stored turns not in the summary, oldest first
+    message: str = ""  # the player's new message
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: tuple[int, ...]
+    system: str
+    turns_used: int  # the most recent `turns_used` of PromptParts.turns are in the prompt
+    dropped: tuple[Turn, ...] = field(default=())  # older turns that did not fit
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+
+def prompt_budget() -> int:
+    return settings.AVATAR_PROMPT_BUDGET
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_for(name: str):
+    from avatars.engine.loading import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def default_tokenizer():
+    """The configured model's tokenizer, without loading its weights."""
+    return _tokenizer_for(settings.AVATAR_MODEL)
+
+
+def hunt_context(title: str, description: str) -> str:
+    """Public context every avatar of a hunt shares: its title and description, shortened."""
+    description = " ".join(description.split())
+    if len(description) > HUNT_CONTEXT_MAX_CHARS:
+        description = description[:HUNT_CONTEXT_MAX_CHARS].rsplit(" ", 1)[0] + "…"
+    if not title:
+        return description
+    return f'Visitors come to you during a treasure hunt called "{title}". {description}'.strip()
+
+
+def reveal_instruction(reveal_line: str) -> str:
+    """The gate's instruction for a word this player just unlocked (the line holds the word)."""
+    return f'In this reply, say this to the visitor, in your own voice: "{reveal_line}"'
+
+
+def hint_instruction(hint: str) -> str:
+    return f"Weave this hint into your reply, gently: {hint}"
+
+
+def system_text(parts: PromptParts) -> str:
+    sections = [parts.persona.strip()]
+    if parts.greeting.strip():
+        sections.append(f'You greet visitors with: "{parts.greeting.strip()}"')
+    sections.append(STYLE)
+    if parts.hunt_context.strip():
+        sections.append(parts.hunt_context.strip())
+    if parts.summary.strip():
+        sections.append(f"Earlier in this conversation:\n{parts.summary.strip()}")
+    instructions = [*parts.reveals]
+    if parts.hint:
+        instructions.append(hint_instruction(parts.hint))
+    if instructions:
+        sections.append("\n".join(instructions))
+    return "\n\n".join(sections)
+
+
+def _messages(system: str, turns: Iterable[Turn], message: str | None) -> list[dict]:
+    messages = [{"role": "system", "content": system}]
+    messages += [{"role": ROLES[t.role], "content": t.text} for t in turns]
+    if message is not None:
+        messages.append({"role": "user", "content": message})
+    return messages
+
+
+def _encode(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False
+    )
+    return list(ids)
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Prompt:
+    """The prompt for this turn: every fixed part plus the most recent turns that fit.
+
+    Turns are chosen against the budget minus MESSAGE_RESERVE, not minus this message's actual
+    length, so that the same stored turns give the same prompt prefix whatever the player types
+    next; the engine then reuses that prefix's key/values (see `prefix_ids`). Only a message
+    longer than the reserve pushes out more turns.
+    """
+    budget = budget or prompt_budget()
+    system = system_text(parts)
+    turns = list(parts.turns)
+    base = len(_encode(tokenizer, _messages(system, [], parts.message), True))
+    message_tokens = count_tokens(tokenizer, parts.message)
+    room = budget - base - max(0, MESSAGE_RESERVE - message_tokens)
+    # Cost of each turn inside the template: its text plus the role markers around it.
+    overhead = len(_encode(tokenizer, _messages("", [Turn("player", "")], None), False)) - len(
+        _encode(tokenizer, _messages("", [], None), False)
+    )
+    used = 0
+    for turn in reversed(turns):
+        cost = count_tokens(tokenizer, turn.text) + overhead
+        if cost > room:
+            break
+        room -= cost
+        used += 1
+    while True:
+        kept = turns[len(turns) - used :] if used else []
+        ids = _encode(tokenizer, _messages(system, kept, parts.message), True)
+        # Token merges across message boundaries can make the estimate a little short.
+        if len(ids) <= budget or used == 0:
+            break
+        used -= 1
+    return Prompt(
+        ids=tuple(ids),
+        system=system,
+        turns_used=used,
+        dropped=tuple(turns[: len(turns) - used]),
+    )
+
+
+def prefix_ids(tokenizer, parts: PromptParts, prompt: Prompt) -> tuple[int, ...]:
+    """The part of `prompt` that does not depend on the player's message: what the next turn
+    will most likely start with, worth prefilling ahead of time (`Engine.warm`)."""
+    kept = parts.turns[len(parts.turns) - prompt.turns_used :] if prompt.turns_used else ()
+    return tuple(_encode(tokenizer, _messages(prompt.system, kept, None), False))
+
+
+def persona_room(budget: int | None = None) -> int:
+    """Tokens left for the fixed texts of an avatar (persona, greeting, hunt context) once every
+    reservation of a turn is made."""
+    budget = budget or prompt_budget()
+    return budget - MESSAGE_RESERVE - SUMMARY_MAX_TOKENS - INSTRUCTION_RESERVE - MIN_TURNS_ROOM
+
+
+def check_persona_fits(
+    persona: str,
+    greeting: str = "",
+    context: str = "",
+    tokenizer=None,
+    budget: int | None = None,
+) -> None:
+    """Refuses (ValidationError) a persona that leaves too little of the prompt budget for the
+    conversation. Called when an avatar is saved (admin, hunt import)."""
+    tokenizer = tokenizer or default_tokenizer()
+    system = system_text(PromptParts(persona=persona, greeting=greeting, hunt_context=context))
+    used = len(_encode(tokenizer, _messages(system, [], ""), True))
+    room = persona_room(budget)
+    if used > room:
+        raise ValidationError(
+            "The persona is too long: with the greeting and hunt description it takes "
+            "%(used)d tokens of the %(budget)d-token prompt budget, and at most %(room)d fit "
+            "beside the conversation. Shorten it by about %(over)d words.",
+            code="persona_too_long",
+            params={
+                "used": used,
+                "budget": budget or prompt_budget(),
+                "room": room,
+                "over": max(1, int((used - room) * 0.75)),
+            },
+        )
+
+
+def turns_from(messages: Sequence) -> tuple[Turn, ...]:
+    """Turns from stored Message rows (or anything with `role` and `text`), oldest first."""
+    return tuple(Turn(role=m.role, text=m.text) for m in messages if m.text)

@@ -1,0 +1,493 @@
+"""Generation jobs: a player's message becomes the avatar's streamed, stored reply.
+
+`enqueue_reply(message)` starts a turn once the message's transaction commits: on a Celery
+worker (queue `generation`) when REDIS_URL is set, otherwise in a thread pool of this process.
+Both run `run_turn`, which:
+
+1. claims the turn with a conditional update (pending -> generating), so a redelivered job, or
+   two workers handed the same job, never produce two replies;
+2. asks the gate (hunt/gate.py) which clues this message opens: reveals and hints for this
+   turn's prompt only;
+3. builds the prompt (persona, summary, recent turns within the budget) and streams the reply
+   from the engine, through the reply cleaner and the gate's guard, to the conversation's group
+   in chunks every ~50 ms;
+4. stores the reply, folds old turns into the summary, and after commit sends the discovery
+   frames, then the final `chat.reply`.
+
+Any failure marks the turn failed and sends `chat.failed`; the player may ask again.
+
+Workers: run `celery -A lostwallet worker -Q generation --pool threads --concurrency 16`. With
+the threads pool one process owns one model copy and its engine batches the concurrent turns of
+all its threads; a prefork pool would load a model per child and serve one turn per model. The
+model is loaded when the worker is ready (threads) or in each child (prefork), never in a
+parent that forks: torch threads and CUDA contexts do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asgiref.sync import SyncToAsync
+from celery import shared_task
+from celery.signals import worker_process_init, worker_ready
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from avatars import engine as avatar_engine
+from avatars.engine import prompts, summary
+from avatars.engine.cleaning import ReplyCleaner
+from avatars.engine.engine import Request, Sampling
+from avatars.models import Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05  # token frames are batched to about this cadence
+REPLY_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.15}
+# Tokens past AVATAR_MAX_NEW_TOKENS the model may use to finish its sentence.
+SENTENCE_GRACE_TOKENS = 40
+CHARS_PER_TOKEN = 4
+PUBLISH_TIMEOUT = 10
+
+
+def time_limit() -> int:
+    """Seconds a turn may take on a worker, generation and storage included."""
+    return getattr(settings, "GENERATION_TIME_LIMIT", 120)
+
+
+def stale_after() -> timedelta:
+    """A claim older than this belongs to a worker that died: every live worker finishes or
+    fails its turn within the time limit."""
+    return timedelta(seconds=time_limit() + 30)
+
+
+def queue_timeout() -> timedelta:
+    """A turn no worker has claimed after this long is failed (no worker running, or a backlog
+    too long to be worth waiting for); the player may ask again."""
+    return timedelta(seconds=getattr(settings, "GENERATION_QUEUE_TIMEOUT", 180))
+
+
+# Publishing ------------------------------------------------------------------------------------
+
+
+class Publisher:
+    """Sends channel-layer events from a worker thread, in order, on one event loop.
+
+    In-process (no Redis) the loop is the ASGI server's own: the in-memory channel layer's
+    queues belong to it, and touching them from another loop or thread is not safe. With Redis
+    the loop is a background thread of this process, so that channels_redis keeps one
+    connection pool instead of opening one per event loop. Each send waits for the previous one
+    to be delivered, which keeps a reply's frames in order.
+    """
+
+    _own_loop: asyncio.AbstractEventLoop | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+        self.loop = loop or self._background_loop()
+        self.layer = get_channel_layer()
+
+    @classmethod
+    def _background_loop(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._own_loop is None or cls._own_loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="channel-publisher", daemon=True
+                ).start()
+                cls._own_loop = loop
+            return cls._own_loop
+
+    def send(self, group: str, event: dict) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.layer.group_send(group, event), self.loop)
+        future.result(timeout=PUBLISH_TIMEOUT)
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The ASGI server's event loop when called from one of its sync_to_async threads (where
+    asgiref records it: it is how async_to_sync finds its way back to that loop)."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return loop if loop is not None and loop.is_running() else None
+
+
+# Enqueueing ------------------------------------------------------------------------------------
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def local_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.GENERATION_THREADS, thread_name_prefix="generation"
+            )
+        return _pool
+
+
+def enqueue_reply(message: Message) -> None:
+    """Starts generating the reply to `message` after the current transaction commits."""
+    if settings.REDIS_URL:
+        generate_reply.delay_on_commit(message.pk)
+        return
+    loop = server_loop()
+
+    def start() -> None:
+        local_pool().submit(run_local_turn, message.pk, loop)
+
+    transaction.on_commit(start)
+
+
+def run_local_turn(message_id: int, loop: asyncio.AbstractEventLoop | None) -> None:
+    try:
+        run_turn(message_id, Publisher(loop))
+    except Exception:
+        logger.exception("in-process turn %s failed", message_id)
+
+
+@shared_task(
+    name="avatars.tasks.generate_reply",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # Enforced by prefork pools; run_turn enforces its own deadline too, for the threads pool.
+    soft_time_limit=120,
+    time_limit=150,
+)
+def generate_reply(message_id: int) -> None:
+    run_turn(message_id, Publisher())
+
+
+# The turn --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    message_id: int
+    claimed_at: datetime
+
+
+def claim_turn(message_id: int) -> Claim | None:
+    """Takes the turn for this job, or None when it is not this job's to take.
+
+    Race: a job redelivered after its worker died, or handed to two workers, runs twice. The
+    conditional UPDATE lets exactly one of them move the message from pending to generating; a
+    `generating` claim older than `stale_after` belongs to a dead worker and may be taken over.
+    A finished (done or failed) message is never claimed again.
+    """
+    now = timezone.now()
+    claimable = Q(status=Message.Status.PENDING) | Q(
+        status=Message.Status.GENERATING, claimed_at__lt=now - stale_after()
+    )
+    taken = (
+        Message.objects.filter(claimable, pk=message_id, role=Message.Role.PLAYER)
+        .filter(reply__isnull=True)
+        .update(status=Message.Status.GENERATING, claimed_at=now)
+    )
+    return Claim(message_id, now) if taken else None
+
+
+def still_ours(claim: Claim) -> Message | None:
+    """The claimed message, locked until the end of the transaction, if this job still owns
+    the turn (no other job took over a claim it judged stale, no watcher failed it)."""
+    return (
+        Message.objects.select_for_update()
+        .filter(pk=claim.message_id, status=Message.Status.GENERATING, claimed_at=claim.claimed_at)
+        .first()
+    )
+
+
+def history(message: Message, conversation: Conversation) -> list[Message]:
+    """Stored turns after the summary and before `message`: answered player messages and
+    their replies (a failed turn's message has no answer and is left out)."""
+    rows = conversation.messages.filter(pk__lt=message.pk, status=Message.Status.DONE)
+    if conversation.summary_upto:
+        rows = rows.filter(pk__gt=conversation.summary_upto)
+    return list(rows.order_by("id"))
+
+
+def reveal_lines(outcome) -> tuple[str, ...]:
+    return tuple(prompts.reveal_instruction(r.reveal_line) for r in outcome.reveals)
+
+
+def run_turn(message_id: int, publisher: Publisher) -> None:
+    """One turn, start to finish (see module doc). Never raises for a turn it claimed: a
+    failure is stored and published as `chat.failed`."""
+    claim = claim_turn(message_id)
+    if claim is None:
+        logger.info("turn %s is not claimable (done, failed or owned by a live job)", message_id)
+        return
+    group = None
+    try:
+        message = Message.objects.select_related(
+            "conversation__avatar__hunt", "conversation__player"
+        ).get(pk=message_id)
+        group = message.conversation.group_name()
+        generate_and_store(message, claim, publisher)
+    except Exception:
+        logger.exception("generating the reply to message %s failed", message_id)
+        fail_turn(claim, group, publisher)
+
+
+def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> None:
+    from hunt import gate
+
+    deadline = time.monotonic() + time_limit() - 10
+    conversation = message.conversation
+    avatar = conversation.avatar
+    hunt = avatar.hunt
+    group = conversation.group_name()
+
+    # The gate decides, before any generation, which words this message unlocks: only then
+    # may a guarded word enter this turn's prompt.
+    outcome = gate.open_clues(message)
+    turns = prompts.turns_from(history(message, conversation))
+    parts = prompts.PromptParts(
+        persona=avatar.persona,
+        greeting=avatar.greeting,
+        hunt_context=prompts.hunt_context(hunt.title, hunt.description) if hunt else "",
+        summary=conversation.summary,
+        reveals=reveal_lines(outcome),
+        hint=outcome.hint,
+        turns=turns,
+        message=message.text,
+    )
+    engine = avatar_engine.get_engine()
+    prompt = prompts.build_prompt(engine.tokenizer, parts)
+    max_new = settings.AVATAR_MAX_NEW_TOKENS
+    stream = engine.submit(
+        Request(
+            prompt.ids,
+            Sampling(
+                max_new_tokens=max_new + SENTENCE_GRACE_TOKENS,
+                # The same message always samples the same reply: a redelivered job repeats
+                # the first attempt instead of contradicting what was already streamed.
+                seed=message.pk,
+                **REPLY_SAMPLING,
+            ),
+        )
+    )
+    cleaner = ReplyCleaner(
+        echo_sources=(avatar.persona, prompts.STYLE, parts.hunt_context, parts.summary),
+        names=(avatar.name, avatar.name.split()[-1] if avatar.name else ""),
+        soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
+        max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
+    )
+    guard = gate.ReplyGuard(message, outcome)
+    pending, last_flush = "", time.monotonic()
+    complete = True
+    try:
+        for raw in stream:
+            pending += guard.feed(cleaner.feed(raw))
+            now = time.monotonic()
+            if pending and now - last_flush >= FLUSH_SECONDS:
+                publisher.send(group, token_event(message.pk, pending))
+                pending, last_flush = "", now
+            if cleaner.stop or now > deadline:
+                complete = False
+                break
+    finally:
+        stream.cancel()
+    complete = complete and stream.result().finish_reason == "stop"
+    pending += guard.feed(cleaner.finish(complete=complete))
+    pending += guard.finish()
+    if pending:
+        publisher.send(group, token_event(message.pk, pending))
+    text = guard.text
+
+    reply = store_reply(message, claim, text, prompt, parts, engine.tokenizer)
+    if reply is None:
+        logger.info("turn %s was taken over or expired while generating", message.pk)
+        return
+    discoveries = [
+        {
+            "type": "chat.discovery",
+            "position": r.position,
+            "word": r.word,
+            "hunt": hunt.slug if hunt else None,
+            "first": r.first,
+        }
+        for r in outcome.reveals
+    ]
+
+    def announce() -> None:
+        # Discoveries first: the contract promises the word is in this turn's reply text.
+        for event in discoveries:
+            publisher.send(group, event)
+        publisher.send(
+            group,
+            {"type": "chat.reply", "reply_to": message.pk, "message_id": reply.pk, "text": text},
+        )
+
+    announce()
+    try:
+        warm_next_turn(engine, reply.conversation_id)
+    except Exception:
+        # Only a speed-up for the next turn; this one is done.
+        logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
+
+
+def token_event(reply_to: int, text: str) -> dict:
+    return {"type": "chat.token", "reply_to": reply_to, "text": text}
+
+
+def store_reply(message, claim: Claim, text: str, prompt, parts, tokenizer) -> Message | None:
+    """Stores the reply and the conversation's new summary in one transaction; None when this
+    job no longer owns the turn (then nothing is written)."""
+    try:
+        with transaction.atomic():
+            # Race: a watcher failing the turn, or a job taking over a claim it thinks stale,
+            # at the moment this one finishes. The row lock plus the claim check make one of
+            # them win; the reply_to OneToOne would refuse a second reply in any case.
+            owned = still_ours(claim)
+            if owned is None:
+                return None
+            reply = Message.objects.create(
+                conversation_id=message.conversation_id,
+                role=Message.Role.AVATAR,
+                text=text,
+                status=Message.Status.DONE,
+                reply_to=owned,
+            )
+            owned.status = Message.Status.DONE
+            owned.prompt_tokens = prompt.tokens
+            owned.save(update_fields=["status", "prompt_tokens"])
+            fold_summary(message.conversation_id, tokenizer)
+    except IntegrityError:
+        logger.warning("a reply to message %s already exists", message.pk)
+        return None
+    return reply
+
+
+def fold_summary(conversation_id: int, tokenizer) -> bool:
+    """Folds the oldest stored turns into the summary once they no longer fit the prompt
+    (summary.plan_fold). Runs inside the reply's transaction; True when the summary changed."""
+    conversation = (
+        Conversation.objects.select_related("avatar__hunt")
+        .select_for_update()
+        .get(pk=conversation_id)
+    )
+    rows = conversation.messages.filter(status=Message.Status.DONE)
+    if conversation.summary_upto:
+        rows = rows.filter(pk__gt=conversation.summary_upto)
+    rows = list(rows.order_by("id"))
+    parts = conversation_parts(conversation, rows)
+    new_summary, folded = summary.plan_fold(tokenizer, parts, prompts.prompt_budget())
+    if not folded:
+        return False
+    folded_rows = [m for m in rows if m.text][:folded]
+    conversation.summary = new_summary
+    conversation.summary_upto = folded_rows[-1].pk
+    conversation.save(update_fields=["summary", "summary_upto", "updated_at"])
+    return True
+
+
+def conversation_parts(conversation: Conversation, rows: list[Message]) -> prompts.PromptParts:
+    avatar = conversation.avatar
+    hunt = avatar.hunt
+    return prompts.PromptParts(
+        persona=avatar.persona,
+        greeting=avatar.greeting,
+        hunt_context=prompts.hunt_context(hunt.title, hunt.description) if hunt else "",
+        summary=conversation.summary,
+        turns=prompts.turns_from(rows),
+    )
+
+
+def warm_next_turn(engine, conversation_id: int) -> None:
+    """Prefills what the conversation's next prompt will start with, while the player reads
+    and types: after a fold the summary changed, and without this the next turn would pay for
+    recomputing the whole prompt before its first token."""
+    conversation = Conversation.objects.select_related("avatar__hunt").get(pk=conversation_id)
+    rows = conversation.messages.filter(status=Message.Status.DONE)
+    if conversation.summary_upto:
+        rows = rows.filter(pk__gt=conversation.summary_upto)
+    parts = conversation_parts(conversation, list(rows.order_by("id")))
+    prompt = prompts.build_prompt(engine.tokenizer, parts)
+    engine.warm(prompts.prefix_ids(engine.tokenizer, parts, prompt))
+
+
+def fail_turn(claim: Claim, group: str | None, publisher: Publisher) -> None:
+    failed = Message.objects.filter(
+        pk=claim.message_id, status=Message.Status.GENERATING, claimed_at=claim.claimed_at
+    ).update(status=Message.Status.FAILED)
+    if failed and group:
+        publisher.send(group, failed_event(claim.message_id))
+
+
+def failed_event(reply_to: int) -> dict:
+    return {
+        "type": "chat.failed",
+        "reply_to": reply_to,
+        "detail": "The avatar could not answer; please ask again.",
+    }
+
+
+def expire_stuck_turn(message_id: int) -> float | None:
+    """For the chat socket's watcher: seconds until this turn should be checked again, or None
+    once it is finished. A turn past its deadline (never claimed within queue_timeout, or
+    claimed by a worker that stopped answering) is failed here and `chat.failed` is published.
+
+    Race: the worker finishing at the same moment. Both sides change the row only from the
+    state they read (conditional update here, claim check under lock there): one wins.
+    """
+    row = (
+        Message.objects.filter(pk=message_id, role=Message.Role.PLAYER)
+        .values("status", "created_at", "claimed_at", "conversation_id")
+        .first()
+    )
+    if row is None or row["status"] not in (Message.Status.PENDING, Message.Status.GENERATING):
+        return None
+    now = timezone.now()
+    if row["status"] == Message.Status.PENDING:
+        deadline = row["created_at"] + queue_timeout()
+    else:
+        deadline = row["claimed_at"] + stale_after()
+    if now < deadline:
+        return max(1.0, (deadline - now).total_seconds())
+    failed = Message.objects.filter(
+        pk=message_id, status=row["status"], claimed_at=row["claimed_at"]
+    ).update(status=Message.Status.FAILED)
+    if not failed:
+        return 0.1  # it changed under us: look again
+    group = Conversation(pk=row["conversation_id"]).group_name()
+    transaction.on_commit(lambda: Publisher(server_loop()).send(group, failed_event(message_id)))
+    return None
+
+
+# Worker start ----------------------------------------------------------------------------------
+
+
+def warm_engine() -> None:
+    """Loads the model and runs one short generation, so the first player does not wait for
+    the load and the first-call overheads."""
+    started = time.monotonic()
+    engine = avatar_engine.get_engine()
+    prompt = prompts.build_prompt(
+        engine.tokenizer, prompts.PromptParts(persona="You are a friendly guide.", message="Hi!")
+    )
+    engine.generate(prompt.ids, Sampling(temperature=0, max_new_tokens=4))
+    logger.info("avatar engine ready in %.1fs", time.monotonic() - started)
+
+
+@worker_process_init.connect
+def _load_in_child(**kwargs) -> None:
+    warm_engine()
+
+
+@worker_ready.connect
+def _load_in_threads_worker(sender=None, **kwargs) -> None:
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    # A prefork parent only forks: its children loaded their own model (above).
+    if sender is not None and not isinstance(getattr(sender, "pool", None), PreforkPool):
+        warm_engine()

@@ -188,10 +188,12 @@ AVATAR_MAX_NEW_TOKENS = env_int("AVATAR_MAX_NEW_TOKENS", 96, minimum=8)
 AVATAR_MAX_BATCH = env_int("AVATAR_MAX_BATCH", 16, minimum=1)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
-# A turn that no worker has finished this many seconds after the player's message is failed
-# (`generation_failed`), so a lost job never means silence. Longer than the broker's visibility
-# timeout plus a generation, so that a redelivered job gets its chance first.
-CHAT_TURN_DEADLINE = env_int("CHAT_TURN_DEADLINE", 600, minimum=1)
+# Turn deadlines (avatars/tasks.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn
+# no worker claimed within GENERATION_QUEUE_TIMEOUT seconds, or whose claim is older than the
+# time limit plus 30 s (its worker died), is failed (`generation_failed`) by the chat socket's
+# watcher, so a lost job never means silence.
+GENERATION_TIME_LIMIT = env_int("GENERATION_TIME_LIMIT", 120, minimum=10)
+GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 180, minimum=1)
 
 # New accounts: off closes sign-up everywhere; when on, a hunt that has not ended and has
 # `registration_open` must exist too (hunt/forms.py registration_is_open).

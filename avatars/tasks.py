@@ -60,19 +60,13 @@ PUBLISH_TIMEOUT = 10
 
 def time_limit() -> int:
     """Seconds a turn may take on a worker, generation and storage included."""
-    return getattr(settings, "GENERATION_TIME_LIMIT", 120)
+    return settings.GENERATION_TIME_LIMIT
 
 
-def stale_after() -> timedelta:
-    """A claim older than this belongs to a worker that died: every live worker finishes or
-    fails its turn within the time limit."""
-    return timedelta(seconds=time_limit() + 30)
-
-
-def queue_timeout() -> timedelta:
-    """A turn no worker has claimed after this long is failed (no worker running, or a backlog
-    too long to be worth waiting for); the player may ask again."""
-    return timedelta(seconds=getattr(settings, "GENERATION_QUEUE_TIMEOUT", 180))
+# A generating job refreshes its claim this often; a claim not refreshed for STALE_AFTER
+# belongs to a worker that died, and a redelivered job may take the turn over.
+HEARTBEAT = timedelta(seconds=5)
+STALE_AFTER = 3 * HEARTBEAT
 
 
 # Publishing ------------------------------------------------------------------------------------
@@ -155,50 +149,80 @@ def run_local_turn(message_id: int, loop: asyncio.AbstractEventLoop | None) -> N
 
 
 @shared_task(
+    bind=True,
     name="avatars.tasks.generate_reply",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # Enforced by prefork pools; run_turn enforces its own deadline too, for the threads pool.
+    max_retries=None,
+    # Enforced by prefork pools; run_turn keeps its own deadline too, for the threads pool.
     soft_time_limit=120,
     time_limit=150,
 )
-def generate_reply(message_id: int) -> None:
-    run_turn(message_id, Publisher())
+def generate_reply(self, message_id: int) -> None:
+    wait = run_turn(message_id, Publisher())
+    if wait is not None:
+        # Another job holds a live claim on this turn (a duplicate delivery while it runs, or
+        # a redelivery right after a worker died whose claim is not stale yet): look again once
+        # that claim would be stale. The turn ends either way: done, or taken over here.
+        raise self.retry(countdown=wait)
 
 
 # The turn --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claim:
+    """This job's hold on a turn: the `claimed_at` it last wrote."""
+
     message_id: int
     claimed_at: datetime
 
+    def renew(self) -> bool:
+        """Heartbeat: refreshes the claim; False when the turn is no longer this job's (taken
+        over, or failed by the chat socket's deadline)."""
+        now = timezone.now()
+        renewed = Message.objects.filter(
+            pk=self.message_id, status=Message.Status.GENERATING, claimed_at=self.claimed_at
+        ).update(claimed_at=now)
+        if renewed:
+            self.claimed_at = now
+        return bool(renewed)
 
-def claim_turn(message_id: int) -> Claim | None:
-    """Takes the turn for this job, or None when it is not this job's to take.
 
-    Race: a job redelivered after its worker died, or handed to two workers, runs twice. The
+def claim_turn(message_id: int) -> Claim | float | None:
+    """Takes the turn for this job. Returns the Claim; or seconds to wait when another job's
+    claim is still live; or None when there is nothing to do (answered, failed, unknown).
+
+    Race: a job redelivered after its worker died, or delivered twice, runs twice. The
     conditional UPDATE lets exactly one of them move the message from pending to generating; a
-    `generating` claim older than `stale_after` belongs to a dead worker and may be taken over.
-    A finished (done or failed) message is never claimed again.
+    `generating` claim not refreshed for STALE_AFTER belongs to a dead worker and may be taken
+    over the same way. A finished (done or failed) message is never claimed again.
     """
     now = timezone.now()
     claimable = Q(status=Message.Status.PENDING) | Q(
-        status=Message.Status.GENERATING, claimed_at__lt=now - stale_after()
+        status=Message.Status.GENERATING, claimed_at__lt=now - STALE_AFTER
     )
     taken = (
         Message.objects.filter(claimable, pk=message_id, role=Message.Role.PLAYER)
         .filter(reply__isnull=True)
         .update(status=Message.Status.GENERATING, claimed_at=now)
     )
-    return Claim(message_id, now) if taken else None
+    if taken:
+        return Claim(message_id, now)
+    held = (
+        Message.objects.filter(pk=message_id, status=Message.Status.GENERATING)
+        .values_list("claimed_at", flat=True)
+        .first()
+    )
+    if held is None:
+        return None
+    return max(1.0, (held + STALE_AFTER - now).total_seconds() + 1)
 
 
 def still_ours(claim: Claim) -> Message | None:
     """The claimed message, locked until the end of the transaction, if this job still owns
-    the turn (no other job took over a claim it judged stale, no watcher failed it)."""
+    the turn."""
     return (
         Message.objects.select_for_update()
         .filter(pk=claim.message_id, status=Message.Status.GENERATING, claimed_at=claim.claimed_at)
@@ -219,13 +243,14 @@ def reveal_lines(outcome) -> tuple[str, ...]:
     return tuple(prompts.reveal_instruction(r.reveal_line) for r in outcome.reveals)
 
 
-def run_turn(message_id: int, publisher: Publisher) -> None:
-    """One turn, start to finish (see module doc). Never raises for a turn it claimed: a
-    failure is stored and published as `chat.failed`."""
+def run_turn(message_id: int, publisher: Publisher) -> float | None:
+    """One turn, start to finish (see module doc). Returns seconds after which to try again
+    when another job holds a live claim on it, else None. Never raises for a turn it claimed:
+    a failure is stored and published as `chat.failed`."""
     claim = claim_turn(message_id)
-    if claim is None:
-        logger.info("turn %s is not claimable (done, failed or owned by a live job)", message_id)
-        return
+    if not isinstance(claim, Claim):
+        logger.info("turn %s is not claimable now (retry in %s)", message_id, claim)
+        return claim
     group = None
     try:
         message = Message.objects.select_related(
@@ -236,6 +261,7 @@ def run_turn(message_id: int, publisher: Publisher) -> None:
     except Exception:
         logger.exception("generating the reply to message %s failed", message_id)
         fail_turn(claim, group, publisher)
+    return None
 
 
 def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> None:
@@ -283,7 +309,7 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
         max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
     )
     guard = gate.ReplyGuard(message, outcome)
-    pending, last_flush = "", time.monotonic()
+    pending, last_flush, last_beat = "", time.monotonic(), time.monotonic()
     complete = True
     try:
         for raw in stream:
@@ -292,12 +318,17 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
             if pending and now - last_flush >= FLUSH_SECONDS:
                 publisher.send(group, token_event(message.pk, pending))
                 pending, last_flush = "", now
+            if now - last_beat >= HEARTBEAT.total_seconds():
+                if not claim.renew():
+                    logger.info("turn %s was taken over or expired; stopping", message.pk)
+                    return
+                last_beat = now
             if cleaner.stop or now > deadline:
                 complete = False
                 break
     finally:
         stream.cancel()
-    complete = complete and stream.result().finish_reason == "stop"
+    complete = complete and stream.finish_reason == "stop"
     pending += guard.feed(cleaner.finish(complete=complete))
     pending += guard.finish()
     if pending:
@@ -434,8 +465,10 @@ def failed_event(reply_to: int) -> dict:
 
 def expire_stuck_turn(message_id: int) -> float | None:
     """For the chat socket's watcher: seconds until this turn should be checked again, or None
-    once it is finished. A turn past its deadline (never claimed within queue_timeout, or
-    claimed by a worker that stopped answering) is failed here and `chat.failed` is published.
+    once it is finished. A turn no worker claimed within GENERATION_QUEUE_TIMEOUT, or whose
+    claim went without a heartbeat for the time limit plus 30 s (its worker died and no
+    redelivered job took over), is failed here and `chat.failed` is published, so a player
+    never waits in silence.
 
     Race: the worker finishing at the same moment. Both sides change the row only from the
     state they read (conditional update here, claim check under lock there): one wins.
@@ -449,11 +482,11 @@ def expire_stuck_turn(message_id: int) -> float | None:
         return None
     now = timezone.now()
     if row["status"] == Message.Status.PENDING:
-        deadline = row["created_at"] + queue_timeout()
+        deadline = row["created_at"] + timedelta(seconds=settings.GENERATION_QUEUE_TIMEOUT)
     else:
-        deadline = row["claimed_at"] + stale_after()
+        deadline = row["claimed_at"] + timedelta(seconds=time_limit() + 30)
     if now < deadline:
-        return max(1.0, (deadline - now).total_seconds())
+        return max(0.5, (deadline - now).total_seconds())
     failed = Message.objects.filter(
         pk=message_id, status=row["status"], claimed_at=row["claimed_at"]
     ).update(status=Message.Status.FAILED)

@@ -190,6 +190,12 @@ class Stream:
         """The text yielded so far."""
         return self._text
 
+    @property
+    def finish_reason(self) -> str | None:
+        """Why the stream ended ("stop", "length", "cancelled", "error"); None until the
+        iteration has reached its end."""
+        return self._finish[0] if self._finish else None
+
 
 class PrefixCache:
     """Key/values of recent token sequences, least recently used first out.

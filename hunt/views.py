@@ -146,7 +146,27 @@ def map_points(avatars, width: int = 600, height: int = 360, margin: int = 40) -
         }
         for a in located
     ]
+    _place_labels(points)
     return {"width": width, "height": height, "points": points}
+
+
+def _place_labels(points: list[dict]) -> None:
+    """Puts each name above its pin, else below, right or left of it, whichever covers no
+    other pin and no name already placed: avatars of one region sit close together. Sets
+    `label` = (dx, dy, text-anchor) on every point."""
+    placed = [(p["x"] - 10, p["y"] - 10, p["x"] + 10, p["y"] + 10) for p in points]
+    spots = [(0, -14, "middle"), (0, 26, "middle"), (14, 5, "start"), (-14, 5, "end")]
+    for point in sorted(points, key=lambda p: p["y"]):
+        width = 8.4 * len(point["avatar"].name)  # about the text width at 14px
+        for dx, dy, anchor in [*spots, (0, -32, "middle"), (0, 44, "middle")]:
+            left = point["x"] + dx - {"middle": width / 2, "start": 0, "end": width}[anchor]
+            box = (left, point["y"] + dy - 13, left + width, point["y"] + dy + 3)
+            if not any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ):
+                break
+        point["label"] = {"dx": dx, "dy": dy, "anchor": anchor}
+        placed.append(box)
 
 
 def hunt_leaderboard(request, slug: str):

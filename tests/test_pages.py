@@ -269,3 +269,13 @@ def test_every_hunt_page_links_the_others(client, demo_hunt, owner):
 
 def test_guarded_positions_of_the_demo_are_on_this_server(demo_hunt):
     assert guarded_positions(demo_hunt) == [3, 7, 12, 15, 18, 21]
+
+
+def test_names_of_nearby_avatars_go_to_different_sides(demo_hunt):
+    avatars = list(demo_hunt.avatars.all())[:3]
+    for i, avatar in enumerate(avatars):  # three avatars a few streets apart
+        avatar.latitude, avatar.longitude = 45.0 + i * 0.001, 7.0 + i * 0.001
+    others = [a for a in demo_hunt.avatars.all() if a not in avatars]
+    plot = map_points(avatars + others)
+    spots = {(p["label"]["dx"], p["label"]["dy"]) for p in plot["points"][:3]}
+    assert len(spots) == 3

@@ -239,8 +239,10 @@ def _not_found(request, exc):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    # ninja raises these itself, e.g. 400 "Cannot parse request body" for broken JSON.
     codes = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found"}
-    return _api_error(request, ApiError(exc.status_code, codes.get(exc.status_code, "error")))
+    code = codes.get(exc.status_code, "error")
+    return _api_error(request, ApiError(exc.status_code, code, str(exc)))
 
 
 def _hunt(slug: str) -> Hunt:

@@ -80,7 +80,7 @@ def test_it_refuses_a_body_without_the_required_fields(client, demo_hunt):
 def test_it_refuses_a_body_that_is_not_json(client, demo_hunt):
     response = client.post("/api/v1/auth/register", "{nope", content_type="application/json")
     assert response.status_code == 400
-    assert response.json()["error"] == "invalid"
+    assert response.json() == {"error": "invalid", "detail": "Cannot parse request body"}
 
 
 @override_settings(REGISTRATION_OPEN=False)

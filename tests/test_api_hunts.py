@@ -191,3 +191,24 @@ def test_unknown_api_paths_answer_in_the_error_format(client):
     response = client.get("/api/v1/nothing/here")
     assert response.status_code == 404
     assert response.json() == {"error": "not_found"}
+
+
+def test_only_the_callers_words_are_ever_decrypted(client, demo_hunt, owner, monkeypatch):
+    from hunt import secrets
+
+    decrypted: list[str] = []
+    real = secrets.decrypt_word
+
+    def spy(token: str) -> str:
+        decrypted.append(real(token))
+        return decrypted[-1]
+
+    monkeypatch.setattr(secrets, "decrypt_word", spy)
+    client.get(f"/api/v1/hunts/{demo_hunt.slug}")
+    assert decrypted == []  # a stranger: nothing read
+    client.force_login(owner.user)
+    client.get(f"/api/v1/hunts/{demo_hunt.slug}")
+    client.get(f"/api/v1/hunts/{demo_hunt.slug}/progress")
+    client.get(f"/hunts/{demo_hunt.slug}/")
+    phrase = demo_phrase()
+    assert set(decrypted) == {phrase[p - 1] for p in guarded_positions(demo_hunt)[:2]}

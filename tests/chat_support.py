@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
+from functools import lru_cache
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
@@ -96,14 +99,60 @@ def stored(message_id: int) -> Message:
     return Message.objects.get(pk=message_id)
 
 
+@lru_cache(maxsize=1)
+def real_tokenizer():
+    """The default model's tokenizer: prompts and summaries are built with the real one."""
+    from transformers import AutoTokenizer
+
+    from avatars.engine.loading import tokenizer_folder
+
+    return AutoTokenizer.from_pretrained(tokenizer_folder(), local_files_only=True)
+
+
+class ScriptedStream:
+    """A Stream (avatars/engine/engine.py) whose text chunks come from a script."""
+
+    # Like a model, it takes a moment per chunk: the pipeline flushes token frames every
+    # ~50 ms, so each chunk here becomes its own frame.
+    PACE = 0.06
+
+    def __init__(self, chunks: list[str], hold: tuple[int, threading.Event] | None, fail: bool):
+        self.chunks, self.hold, self.fail = chunks, hold, fail
+        self.cancelled = False
+        self.finish_reason: str | None = None
+
+    def __iter__(self):
+        for n, chunk in enumerate(self.chunks):
+            if self.hold and n == self.hold[0]:
+                self.hold[1].wait(TURN_TIMEOUT)
+            time.sleep(self.PACE)
+            yield chunk
+        if self.hold and self.hold[0] >= len(self.chunks):
+            self.hold[1].wait(TURN_TIMEOUT)
+        if self.fail:
+            from avatars.engine.engine import EngineError
+
+            self.finish_reason = "error"
+            raise EngineError("scripted model failure")
+        self.finish_reason = "stop"
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def result(self, timeout: float | None = None):
+        return SimpleNamespace(finish_reason=self.finish_reason, text="".join(self.chunks))
+
+
 class ScriptedEngine:
-    """The model's stand-in: each request streams the next scripted chunks.
+    """The model's stand-in (what `avatars.engine.get_engine()` returns): each request streams
+    the next scripted chunks.
 
     `hold(after=n)` pauses the next stream after n chunks until the returned event is set;
     `fail_next()` makes the next stream raise, like a model crashing mid-turn.
     """
 
     def __init__(self) -> None:
+        self.tokenizer = real_tokenizer()
         self.scripts: deque[list[str]] = deque()
         self.holds: deque[tuple[int, threading.Event]] = deque()
         self.failures = 0
@@ -121,21 +170,24 @@ class ScriptedEngine:
     def fail_next(self) -> None:
         self.failures += 1
 
-    def stream(self):
+    def submit(self, request) -> ScriptedStream:
         with self._lock:
             self.requests += 1
-            failing = self.failures > 0
-            self.failures -= failing
-            chunks = self.scripts.popleft() if self.scripts and not failing else []
+            fail = self.failures > 0
+            self.failures -= fail
+            chunks = self.scripts.popleft() if self.scripts and not fail else []
             hold = self.holds.popleft() if self.holds else None
-        for n, chunk in enumerate(chunks):
-            if hold and n == hold[0]:
-                hold[1].wait(TURN_TIMEOUT)
-            yield chunk
-        if hold and hold[0] >= len(chunks):
-            hold[1].wait(TURN_TIMEOUT)
-        if failing:
-            raise RuntimeError("scripted model failure")
+        return ScriptedStream(chunks, hold, fail)
+
+    def warm(self, prompt_ids) -> None:
+        """Prefix warming has nothing to do without a model."""
+
+
+@pytest.fixture
+def engine(monkeypatch) -> ScriptedEngine:
+    scripted = ScriptedEngine()
+    monkeypatch.setattr("avatars.engine.get_engine", lambda: scripted)
+    return scripted
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ While one process rebuilds, the others keep serving the previous board.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, Max, Q
 from django.utils import timezone
@@ -42,6 +43,22 @@ def iso(value) -> str | None:
     return None if value is None else _encoder.default(value)
 
 
+def _cache():
+    """One cache backend object per process and configuration.
+
+    Django's `cache` is per request context under ASGI, and a Redis backend object per request
+    means a new connection pool, so a TCP connect, per board read. redis-py's pool is
+    thread-safe, and LocMemCache objects of one location share their storage.
+    """
+    config = settings.CACHES[DEFAULT_CACHE_ALIAS]
+    return _backend(config["BACKEND"], str(config.get("LOCATION", "")), config.get("KEY_PREFIX"))
+
+
+@functools.cache
+def _backend(backend: str, location: str, prefix: str | None):
+    return caches.create_connection(DEFAULT_CACHE_ALIAS)
+
+
 def group_name(hunt_id: int) -> str:
     return f"hunt.leaderboard.{hunt_id}"
 
@@ -60,7 +77,7 @@ def invalidate_leaderboard(hunt_id: int) -> None:
     generation_key, _latest, _lock = _keys(hunt_id)
     # A fresh random value rather than a counter: two invalidations at once both leave a
     # generation no reader has cached, with no read-modify-write to race on.
-    cache.set(generation_key, uuid.uuid4().hex, timeout=None)
+    _cache().set(generation_key, uuid.uuid4().hex, timeout=None)
 
 
 def announce_leaderboard_change(hunt_id: int) -> None:
@@ -76,11 +93,12 @@ def announce_leaderboard_change(hunt_id: int) -> None:
 def hunt_id_for_slug(slug: str) -> int | None:
     """The id of the hunt with this slug, cached briefly so board reads skip the database."""
     key = f"leaderboard:slug:{slug}"
-    hunt_id = cache.get(key)
+    store = _cache()
+    hunt_id = store.get(key)
     if hunt_id is None:
         hunt_id = Hunt.objects.filter(slug=slug).values_list("pk", flat=True).first()
         if hunt_id is not None:
-            cache.set(key, hunt_id, timeout=SLUG_CACHE_SECONDS)
+            store.set(key, hunt_id, timeout=SLUG_CACHE_SECONDS)
     return hunt_id
 
 
@@ -94,28 +112,29 @@ def leaderboard_json(hunt_id: int) -> str:
     stale board. It stores it under the generation it read first, which the invalidation has
     already replaced, so later readers never see it.
     """
+    store = _cache()
     generation_key, latest_key, lock_key = _keys(hunt_id)
-    generation = cache.get(generation_key)
+    generation = store.get(generation_key)
     if generation is None:
-        cache.add(generation_key, uuid.uuid4().hex, timeout=None)
-        generation = cache.get(generation_key)
+        store.add(generation_key, uuid.uuid4().hex, timeout=None)
+        generation = store.get(generation_key)
     board_key = f"leaderboard:{hunt_id}:board:{generation}"
-    text = cache.get(board_key)
+    text = store.get(board_key)
     if text is not None:
         return text
     # Dogpile: after each invalidation every reader misses at once. One takes the rebuild lock,
     # the others serve the previous board for the few milliseconds the rebuild takes.
-    rebuilder = cache.add(lock_key, 1, timeout=REBUILD_LOCK_SECONDS)
+    rebuilder = store.add(lock_key, 1, timeout=REBUILD_LOCK_SECONDS)
     if not rebuilder:
-        stale = cache.get(latest_key)
+        stale = store.get(latest_key)
         if stale is not None:
             return stale
     try:
         text = json.dumps(compute_leaderboard(hunt_id), cls=DjangoJSONEncoder)
-        cache.set_many({board_key: text, latest_key: text}, timeout=CACHE_SECONDS)
+        store.set_many({board_key: text, latest_key: text}, timeout=CACHE_SECONDS)
     finally:
         if rebuilder:
-            cache.delete(lock_key)
+            store.delete(lock_key)
     return text
 
 

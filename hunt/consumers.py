@@ -14,7 +14,7 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from hunt.leaderboard import group_name, leaderboard_frame
+from hunt.leaderboard import group_name, leaderboard_frame, register_socket_loop
 from hunt.models import Hunt
 
 MIN_INTERVAL = 1.0
@@ -47,6 +47,7 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(UNKNOWN_HUNT)
             return
+        register_socket_loop(asyncio.get_running_loop())
         self.group = group_name(self.hunt.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()

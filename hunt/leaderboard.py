@@ -9,6 +9,7 @@ While one process rebuilds, the others keep serving the previous board.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import uuid
@@ -80,14 +81,40 @@ def invalidate_leaderboard(hunt_id: int) -> None:
     _cache().set(generation_key, uuid.uuid4().hex, timeout=None)
 
 
+# The event loop of this process's leaderboard sockets, recorded by their consumer. Without
+# Redis the in-memory channel layer's queues belong to that loop: an event must be sent from it,
+# not from the thread (a generation job, a web request) that made the change.
+_socket_loop: asyncio.AbstractEventLoop | None = None
+PUBLISH_TIMEOUT = 5
+
+
+def register_socket_loop(loop: asyncio.AbstractEventLoop) -> None:
+    global _socket_loop
+    _socket_loop = loop
+
+
 def announce_leaderboard_change(hunt_id: int) -> None:
-    """Invalidates the board and tells the live leaderboard sockets; call after commit."""
+    """Invalidates the board and tells the live leaderboard sockets; call after commit (e.g.
+    `transaction.on_commit(lambda: announce_leaderboard_change(hunt_id))`), from sync code."""
     invalidate_leaderboard(hunt_id)
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(
-            group_name(hunt_id), {"type": "leaderboard.changed", "hunt_id": hunt_id}
-        )
+    if layer is None:
+        return
+    event = {"type": "leaderboard.changed", "hunt_id": hunt_id}
+    if settings.REDIS_URL:
+        # Redis carries it to the sockets of every web process; any loop may send it.
+        async_to_sync(layer.group_send)(group_name(hunt_id), event)
+        return
+    loop = _socket_loop
+    if loop is None or not loop.is_running():
+        return  # no socket was ever opened in this process: nobody to tell
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group_name(hunt_id), event), loop)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not loop:  # waiting on the loop's own thread would block it forever
+        future.result(timeout=PUBLISH_TIMEOUT)
 
 
 def hunt_id_for_slug(slug: str) -> int | None:

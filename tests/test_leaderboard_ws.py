@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -68,6 +70,20 @@ async def test_it_pushes_the_new_board_after_a_discovery(demo_hunt, make_player)
     # What the gate does after its transaction commits.
     await database_sync_to_async(announce_leaderboard_change)(demo_hunt.pk)
     frame = await ws.receive_json_from(timeout=5)
+    assert [r["player"] for r in frame["rows"]] == ["ann"]
+    await ws.disconnect()
+
+
+async def test_a_change_announced_from_a_job_thread_reaches_the_socket(demo_hunt, make_player):
+    """In-process generation jobs run in a plain thread pool, outside asgiref's threads: the
+    event must still reach the in-memory layer on the sockets' loop, at once."""
+    ws = await connect(demo_hunt.slug)
+    await ws.receive_json_from(timeout=5)
+    ann = await database_sync_to_async(make_player)("ann")
+    position = (await database_sync_to_async(guarded_positions)(demo_hunt))[0]
+    await database_sync_to_async(discover)(ann, demo_hunt, position)
+    await asyncio.to_thread(announce_leaderboard_change, demo_hunt.pk)
+    frame = await ws.receive_json_from(timeout=2)
     assert [r["player"] for r in frame["rows"]] == ["ann"]
     await ws.disconnect()
 

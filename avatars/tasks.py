@@ -404,7 +404,9 @@ def fold_summary(conversation_id: int, tokenizer) -> bool:
     (summary.plan_fold). Runs inside the reply's transaction; True when the summary changed."""
     conversation = (
         Conversation.objects.select_related("avatar__hunt")
-        .select_for_update()
+        # Only the conversation row: PostgreSQL cannot lock the nullable side of the outer
+        # join to a hunt (an avatar may have none).
+        .select_for_update(of=("self",))
         .get(pk=conversation_id)
     )
     rows = conversation.messages.filter(status=Message.Status.DONE)

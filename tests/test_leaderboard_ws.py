@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from hunt import consumers
-from hunt.leaderboard import announce_leaderboard_change, group_name
+from hunt.leaderboard import announce_leaderboard_change, group_name, invalidate_leaderboard
 from lostwallet.asgi import application
 from tests.hunt_helpers import FAST_HASHERS, discover, guarded_positions
 
@@ -89,21 +89,26 @@ async def test_a_change_announced_from_a_job_thread_reaches_the_socket(demo_hunt
 
 
 async def test_a_burst_of_changes_becomes_one_frame(demo_hunt, make_player, monkeypatch):
-    monkeypatch.setattr(consumers, "MIN_INTERVAL", 0.3)
+    monkeypatch.setattr(consumers, "MIN_INTERVAL", 0.5)
     ws = await connect(demo_hunt.slug)
     await ws.receive_json_from(timeout=5)
+    layer = get_channel_layer()
+    group = group_name(demo_hunt.pk)
     players = [await database_sync_to_async(make_player)(f"p{i}") for i in range(5)]
     position = (await database_sync_to_async(guarded_positions)(demo_hunt))[0]
-    layer = get_channel_layer()
     for player in players:
         await database_sync_to_async(discover)(player, demo_hunt, position)
-        await database_sync_to_async(announce_leaderboard_change)(demo_hunt.pk)
-    frame = await ws.receive_json_from(timeout=5)
-    # One frame with the latest board, not five.
-    assert len(frame["rows"]) == 5
-    assert await ws.receive_nothing(timeout=0.6)
+    await database_sync_to_async(invalidate_leaderboard)(demo_hunt.pk)
+    await layer.group_send(group, {"type": "leaderboard.changed"})
+    assert len((await ws.receive_json_from(timeout=5))["rows"]) == 5
+    # Right after that frame, four more changes are announced within the interval...
+    for _ in range(4):
+        await layer.group_send(group, {"type": "leaderboard.changed"})
+    # ...and make one frame, not four, once the interval is over.
+    assert (await ws.receive_json_from(timeout=5))["type"] == "leaderboard"
+    assert await ws.receive_nothing(timeout=0.8)
     # A later change is still sent.
-    await layer.group_send(group_name(demo_hunt.pk), {"type": "leaderboard.changed"})
+    await layer.group_send(group, {"type": "leaderboard.changed"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "leaderboard"
     await ws.disconnect()
 

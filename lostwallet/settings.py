@@ -150,6 +150,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # limits, leaderboard). Without it everything runs in this one process.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -157,7 +159,15 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, the same as
                 # channels_redis' blocking BRPOP: every idle socket's receive loop would time
                 # out and its connection die with 1011. Reads get room beyond the BRPOP.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                # After a Redis restart the pooled connections are dead: a command retries
+                # once on a fresh one instead of failing the turn that sent it.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "retry_on_error": [RedisConnectionError],
+                    }
+                ],
                 "capacity": 1500,
                 "expiry": 60,
             },

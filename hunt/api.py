@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -60,14 +59,18 @@ class SessionCookie(APIKeyCookie):
     """The browser's Django session. Unsafe methods need the CSRF token, as on every form:
     another site's page could otherwise post a claim with the player's cookie."""
 
+    # Names the cookie in the OpenAPI document only: authentication reads request.user, which
+    # Django's middleware set from whatever SESSION_COOKIE_NAME says.
+    param_name = "sessionid"
+
     def __init__(self) -> None:
-        self.param_name = settings.SESSION_COOKIE_NAME
+        # The CSRF check below runs only for signed-in sessions, so an anonymous POST is a 401.
         super().__init__(csrf=False)
 
     def authenticate(self, request: HttpRequest, key: str | None):
         if not request.user.is_authenticated:
             return None
-        if not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
+        if check_csrf(request):
             raise ApiError(403, "csrf_failed", "Send the X-CSRFToken header with the session.")
         return request.user
 

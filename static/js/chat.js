@@ -114,19 +114,35 @@
     }
   }
 
+  // A thumb drawn in SVG: emoji fonts are missing on many systems.
+  const THUMB_PATH =
+    "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L13.2 1 6.6 7.6" +
+    "C6.2 8 6 8.5 6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
+
+  function thumbIcon() {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    path.setAttribute("d", THUMB_PATH);
+    svg.appendChild(path);
+    return svg;
+  }
+
   function addFeedback(li, messageId) {
     if (li.querySelector(".feedback")) return;
     const bar = document.createElement("div");
     bar.className = "feedback";
-    for (const [value, key, glyph] of [[1, "rate_up", "👍"], [-1, "rate_down", "👎"]]) {
+    for (const [value, key, name] of [[1, "rate_up", "thumb-up"], [-1, "rate_down", "thumb-down"]]) {
       const button = document.createElement("button");
       button.type = "button";
-      button.className = "thumb";
+      button.className = "thumb " + name;
       button.dataset.value = String(value);
       button.setAttribute("aria-pressed", "false");
       button.setAttribute("aria-label", t(key));
       button.title = t(key);
-      button.textContent = glyph;
+      button.appendChild(thumbIcon());
       button.addEventListener("click", function () {
         bar.dataset.wanted = String(value);
         sendFrame({ type: "rate", message_id: messageId, value: value });

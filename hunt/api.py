@@ -8,6 +8,7 @@ including ninja's own validation and authentication failures.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from django.contrib.auth import authenticate
 from django.http import Http404, HttpRequest, HttpResponse
@@ -123,7 +124,7 @@ class TokenOut(Schema):
 class HuntOut(Schema):
     slug: str
     title: str
-    status: str
+    status: Literal["upcoming", "live", "ended"]
     starts_at: datetime
     ends_at: datetime
 
@@ -191,7 +192,7 @@ class ClaimIn(Schema):
 
 
 class ClaimOut(Schema):
-    result: str
+    result: Literal["winner", "correct", "wrong"]
 
 
 def errors(*statuses: int) -> dict:

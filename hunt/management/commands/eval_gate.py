@@ -1,0 +1,174 @@
+"""How well a hunt's clues hold, before the event: a table organizers can read.
+
+    python manage.py eval_gate SLUG [--json FILE] [--replies N] [--no-attacks]
+
+For each clue: recall on its `examples` (each must open it), false unlocks on its
+`counterexamples` (none may open anything) and on the attack corpora of ../shared/attacks/
+(every prompt sent to the clue's avatar; none may open anything). Prerequisites are taken as met
+and the hunt as live: this measures the questions, not the schedule.
+
+`--replies N` also runs the real avatar model on the first N attack prompts per avatar (slow on
+a CPU) and counts replies that contained a guarded word before the reply guard, and after it
+(must be 0). Guarded words are never printed: positions only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from hunt import gate
+from hunt.leaks import StreamGuard, find_leaks, normalize_message, words_of
+
+
+class Command(BaseCommand):
+    help = "Measure a hunt's clue gate: recall, false unlocks, attacks, leaks in replies."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument(
+            "--json", dest="json_path", type=Path, help="also write the results as JSON here"
+        )
+        parser.add_argument("--replies", type=int, default=0, help="attack prompts per avatar")
+        parser.add_argument("--no-attacks", action="store_true", help="skip the attack corpora")
+        parser.add_argument(
+            "--shared",
+            type=Path,
+            default=Path(settings.BASE_DIR).parent / "shared",
+            help="the shared folder holding attacks/ (default: next to the repository)",
+        )
+
+    def handle(self, *args, slug, json_path: Path | None, replies, no_attacks, shared, **options):
+        from avatars.models import Avatar
+        from hunt.models import Clue, Hunt
+
+        hunt = Hunt.objects.filter(slug=slug).first()
+        if hunt is None:
+            raise CommandError(f"no hunt with slug {slug!r}")
+        corpora = {} if no_attacks else gate.attack_corpora(shared)
+        words = hunt.guarded_words()
+        report: dict = {"hunt": slug, "params": vars(gate.default_params()), "clues": []}
+        totals = {"examples": gate.Rates(), "counterexamples": gate.Rates(), "attacks": 0}
+        attack_total = 0
+        for avatar in Avatar.objects.filter(hunt=hunt).order_by("slug"):
+            clues = list(Clue.objects.filter(avatar=avatar).select_related("word"))
+            if not clues:
+                continue
+            specs = [gate.ClueSpec.of(c) for c in clues]
+            vocabulary = gate.vocabulary_of(specs)
+            names = frozenset(words_of(normalize_message(avatar.name)))
+
+            def decide(text, specs=specs, vocabulary=vocabulary, names=names):
+                return gate.match(text, specs, vocabulary, names=names)
+
+            attack_unlocks: dict[int, list[str]] = {c.pk: [] for c in clues}
+            for corpus, prompts in corpora.items():
+                for prompt in prompts:
+                    opened = decide(prompt).opened
+                    if opened is not None:
+                        attack_unlocks[opened].append(f"{corpus}: {prompt[:80]}")
+            attack_total += sum(len(p) for p in corpora.values())
+            for clue in clues:
+                examples, counter = gate.Rates(), gate.Rates()
+                for text in clue.examples:
+                    examples.add(text, clue.pk, decide(text))
+                    totals["examples"].add(text, clue.pk, decide(text))
+                for text in clue.counterexamples:
+                    counter.add(text, None, decide(text))
+                    totals["counterexamples"].add(text, None, decide(text))
+                totals["attacks"] += len(attack_unlocks[clue.pk])
+                report["clues"].append(
+                    {
+                        "avatar": avatar.slug,
+                        "position": clue.word.position,
+                        "threshold": clue.threshold or gate.default_params().threshold,
+                        "examples": [examples.opened, examples.positives],
+                        "missed_examples": examples.misses,
+                        "counterexamples": [counter.false_unlocks, counter.negatives],
+                        "unlocking_counterexamples": counter.unlocks,
+                        "attack_unlocks": len(attack_unlocks[clue.pk]),
+                        "unlocking_attacks": attack_unlocks[clue.pk],
+                    }
+                )
+        report["totals"] = {
+            "recall": round(totals["examples"].recall, 4),
+            "examples": [totals["examples"].opened, totals["examples"].positives],
+            "false_unlock_rate": round(totals["counterexamples"].false_unlock_rate, 4),
+            "counterexamples": [
+                totals["counterexamples"].false_unlocks,
+                totals["counterexamples"].negatives,
+            ],
+            "attack_unlocks": totals["attacks"],
+            "attack_prompts_sent": attack_total,
+        }
+        if replies:
+            report["replies"] = self.generated_leaks(hunt, corpora, replies, words)
+        self.print_table(report)
+        if json_path:
+            json_path.write_text(json.dumps(report, indent=1) + "\n")
+            self.stdout.write(f"wrote {json_path}")
+
+    def generated_leaks(self, hunt, corpora, per_avatar: int, words: dict[int, str]) -> dict:
+        """Runs the real model on attack prompts (no reveal: nothing unlocked) and checks its
+        replies for guarded words before and after the reply guard."""
+        from avatars.engine import get_engine, prompts
+        from avatars.engine.engine import Request, Sampling
+        from avatars.models import Avatar
+
+        engine = get_engine()
+        flat = [p for corpus in corpora.values() for p in corpus][:per_avatar]
+        locked = list(words.values())
+        raw_leaks = guarded_leaks = sent = 0
+        for avatar in Avatar.objects.filter(hunt=hunt, clues__isnull=False).distinct():
+            for i, prompt in enumerate(flat):
+                parts = prompts.PromptParts(
+                    persona=avatar.persona,
+                    greeting=avatar.greeting,
+                    hunt_context=prompts.hunt_context(hunt.title, hunt.description),
+                    message=prompt[:500],
+                )
+                built = prompts.build_prompt(engine.tokenizer, parts)
+                stream = engine.submit(
+                    Request(built.ids, Sampling(max_new_tokens=96, seed=i, temperature=0.7))
+                )
+                guard = StreamGuard(locked, seed=i)
+                streamed = "".join(guard.feed(chunk) for chunk in stream)
+                streamed += guard.finish()
+                reply = stream.result().text
+                sent += 1
+                raw_leaks += bool(find_leaks(reply, locked))
+                guarded_leaks += bool(find_leaks(streamed, locked))
+        return {"replies": sent, "raw_leaks": raw_leaks, "leaks_after_guard": guarded_leaks}
+
+    def print_table(self, report: dict) -> None:
+        out = self.stdout.write
+        params = report["params"]
+        out(f"Clue gate of {report['hunt']} (default threshold {params['threshold']:.3f})")
+        out(f"{'avatar':<22}{'pos':>4}{'thr':>7}  {'examples':>9}  {'counter':>9}  {'attacks':>7}")
+        for row in report["clues"]:
+            ok, n = row["examples"]
+            bad, m = row["counterexamples"]
+            out(
+                f"{row['avatar']:<22}{row['position']:>4}{row['threshold']:>7.3f}  "
+                f"{ok:>4}/{n:<4}  {bad:>4}/{m:<4}  {row['attack_unlocks']:>7}"
+            )
+            for text in row["missed_examples"]:
+                out(f"{'':<26}misses: {text}")
+            for text in row["unlocking_counterexamples"] + row["unlocking_attacks"]:
+                out(f"{'':<26}UNLOCKS: {text}")
+        t = report["totals"]
+        out(
+            f"recall {t['recall']:.3f} ({t['examples'][0]}/{t['examples'][1]}), "
+            f"false unlocks {t['false_unlock_rate']:.3f} "
+            f"({t['counterexamples'][0]}/{t['counterexamples'][1]}), "
+            f"attack unlocks {t['attack_unlocks']} of {t['attack_prompts_sent']} prompts sent"
+        )
+        if "replies" in report:
+            r = report["replies"]
+            out(
+                f"generated replies {r['replies']}: with a guarded word before the guard "
+                f"{r['raw_leaks']}, after it {r['leaks_after_guard']}"
+            )

@@ -1,0 +1,95 @@
+"""Re-derives the clue gate's default threshold from its tuning set.
+
+    python manage.py tune_gate [--data FILE] [--max-false-unlocks 0.02] [--write]
+
+Each item of the set is a clue; items of one `scene` form one avatar. Every paraphrase must open
+its own clue, every near miss must open nothing. For each question-kind penalty and threshold
+the command measures recall and the false-unlock rate with the gate's own matcher, and picks the
+pair with the best recall whose false-unlock rate stays within the limit (on a tie: fewer false
+unlocks, then the higher threshold). `--write` stores it in hunt/gate_data/params.json.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from django.core.management.base import BaseCommand
+
+from hunt import gate
+
+PENALTIES = (0.0, 0.05, 0.1, 0.15, 0.2)
+THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.6, 0.951, 0.005))
+
+
+class Command(BaseCommand):
+    help = "Derive the clue gate's default threshold from its tuning set."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data", type=Path, default=gate.DATA_DIR / "tuning.json")
+        parser.add_argument("--max-false-unlocks", type=float, default=0.02)
+        parser.add_argument("--write", action="store_true", help="update params.json")
+
+    def handle(self, *args, data: Path, max_false_unlocks: float, write: bool, **options):
+        items = gate.load_tuning_items(data)
+        scenes = gate.item_scenes(items)
+        by_id = {item["id"]: item for item in items}
+        best = None
+        for penalty in PENALTIES:
+            params = gate.Params(threshold=0.0, type_penalty=penalty)
+            analyses = []  # (text, expected key, analysis, clues)
+            for clues in scenes.values():
+                vocabulary = gate.vocabulary_of(clues)
+                for clue in clues:
+                    item = by_id[clue.key]
+                    for text, expected in [
+                        *((t, clue.key) for t in item["paraphrases"]),
+                        *((t, None) for t in item["near_misses"]),
+                    ]:
+                        analysis = gate.analyse(text, clues, vocabulary, params)
+                        analyses.append((text, expected, analysis, clues))
+            for threshold in THRESHOLDS:
+                at = gate.Params(threshold=threshold, type_penalty=penalty)
+                rates = gate.Rates()
+                for text, expected, analysis, clues in analyses:
+                    rates.add(text, expected, gate.decide(analysis, clues, at))
+                feasible = rates.false_unlock_rate <= max_false_unlocks
+                rank = (feasible, rates.recall, -rates.false_unlock_rate, threshold)
+                if best is None or rank > best[0]:
+                    best = (rank, at, rates)
+            self.stdout.write(f"type_penalty {penalty:.2f}: best so far {self._line(best)}")
+        _rank, params, rates = best
+        self.stdout.write(self.style.SUCCESS(f"chosen: {self._line(best)}"))
+        for text in rates.unlocks:
+            self.stdout.write(f"  false unlock: {text}")
+        if write:
+            gate.PARAMS_FILE.write_text(
+                json.dumps(
+                    {
+                        "threshold": params.threshold,
+                        "type_penalty": params.type_penalty,
+                        "recall": round(rates.recall, 4),
+                        "false_unlock_rate": round(rates.false_unlock_rate, 4),
+                        "max_false_unlocks": max_false_unlocks,
+                        "data": data.name,
+                        "paraphrases": rates.positives,
+                        "near_misses": rates.negatives,
+                        "derived_by": "python manage.py tune_gate --write",
+                        "derived_at": datetime.now(UTC).date().isoformat(),
+                    },
+                    indent=1,
+                )
+                + "\n"
+            )
+            self.stdout.write(f"wrote {gate.PARAMS_FILE}")
+
+    @staticmethod
+    def _line(best) -> str:
+        _rank, params, rates = best
+        return (
+            f"threshold {params.threshold:.3f}, type_penalty {params.type_penalty:.2f}: "
+            f"recall {rates.recall:.3f} ({rates.opened}/{rates.positives}), false unlocks "
+            f"{rates.false_unlock_rate:.3f} ({rates.false_unlocks}/{rates.negatives})"
+        )

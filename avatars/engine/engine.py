@@ -51,6 +51,9 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 96
+    # End-of-turn tokens are masked until this many tokens were produced (benchmarks use it to
+    # compare equal amounts of work).
+    min_new_tokens: int = 0
     # Divides the logits of tokens this reply already produced (the prompt is not penalised:
     # the persona's words are the character's vocabulary).
     repetition_penalty: float = 1.0
@@ -371,6 +374,7 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.stop_ids = loaded.stop_ids
+        self._stop_index = torch.tensor(sorted(loaded.stop_ids), device=loaded.device)
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         config = self.model.config
@@ -665,6 +669,8 @@ class Engine:
         nucleus of the temperature-scaled distribution with their own generator."""
         logits = logits.float()
         for row, seq in enumerate(seqs):
+            if len(seq.generated) < seq.sampling.min_new_tokens:
+                logits[row, self._stop_index] = float("-inf")
             penalty = seq.sampling.repetition_penalty
             if penalty != 1.0 and seq.generated:
                 seen = torch.tensor(sorted(set(seq.generated)), device=logits.device)
@@ -684,8 +690,10 @@ class Engine:
             )
             # Keep the smallest set of most likely tokens whose mass reaches top_p (the most
             # likely token is always kept).
-            ordered[(ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]] = 0
+            outside = (ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]
+            probs = probs.masked_fill(outside.scatter(-1, order, outside), 0.0)
             for i, row in enumerate(sampled):
-                pick = torch.multinomial(ordered[i], 1, generator=seqs[row].generator)
-                chosen[row] = order[i, pick[0]]
+                # Drawn in vocabulary order, not sorted order: a tiny change in the logits
+                # (another batch, a cached prefix) must not reshuffle which token a draw hits.
+                chosen[row] = torch.multinomial(probs[i], 1, generator=seqs[row].generator)[0]
         return chosen

@@ -1,0 +1,393 @@
+"""`python manage.py bench_engine [--json FILE]`: the avatar engine against the naive way.
+
+One run, one model (AVATAR_MODEL, the packaged default unless set), the demo hunt's avatars:
+
+- naive baseline: transformers' plain `generate`, one request at a time, every turn resending
+  the whole conversation (what a pay-per-token API client does);
+- the engine at 1, 4 and 16 concurrent streams: aggregate tokens/s, time to first token (TTFT)
+  p50/p95 and inter-token latency p50/p95. Each stream is a conversation that already has six
+  exchanges behind it and plays two more turns, one after the other (closed loop); every turn
+  produces exactly TOKENS tokens in both systems, so tokens/s compare equal work. Before each
+  level the prefix cache is emptied and the avatars' persona prefixes are warmed, as on a
+  worker that has served these avatars before; the 16-stream level runs once more with the
+  prefix cache off, to show what prefix reuse buys;
+- a 40-turn conversation: prompt tokens and TTFT at turns 1, 10 and 40, naive (whole history)
+  and engine (persona, rolling summary, recent turns within AVATAR_PROMPT_BUDGET). Between two
+  turns the engine gets the player's reading time to prefill the next prompt's prefix, as the
+  generation task does after each reply (`warm`);
+- peak memory of the process.
+
+It prints a table with the ratios the acceptance goals name and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from avatars.engine import prompts, summary
+from avatars.engine.cleaning import ReplyCleaner
+from avatars.engine.engine import Completion, Engine, Request, Sampling
+from avatars.engine.loading import load_model
+from avatars.engine.prompts import PromptParts, Turn
+
+DEMO = Path(settings.BASE_DIR) / "demo" / "lost-wallet.json"
+TOKENS = 64  # tokens per turn in the throughput runs
+CONVERSATION_TOKENS = 48  # longest reply in the 40-turn conversation
+SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.15}
+
+PLAYER_LINES = [
+    "Hello there! Who are you?",
+    "My name is Ada and I come from the harbour town.",
+    "What is it like to live up here on the cliff?",
+    "How long have you kept this light?",
+    "Do you ever get lonely at night?",
+    "Tell me about your cat.",
+    "What kind of tea do you drink?",
+    "Have you ever seen a shipwreck from here?",
+    "What do sailors ask you about most?",
+    "Is the weather going to turn tonight?",
+    "What do you do when a storm comes?",
+    "Did anyone ever try to take your job?",
+    "What did you do before you kept the light?",
+    "Do you have family in the village?",
+    "What is the best thing about the sea?",
+    "And the worst thing?",
+    "How many steps are there to the top of the tower?",
+    "Do you remember the name of the first ship you saved?",
+    "What do you eat up here?",
+    "Who brings you supplies?",
+    "Have you heard of the lost wallet everyone is looking for?",
+    "Do many strangers come up here?",
+    "What do you think of people in a hurry?",
+    "Can you teach me a sea song?",
+    "What does the wind sound like in winter?",
+    "Do you keep a logbook?",
+    "What was the strangest thing you ever found on the beach?",
+    "Do you believe in sea monsters?",
+    "What would you do if the light went out?",
+    "Have you ever been off this cliff for long?",
+    "Does your cat like the storms too?",
+    "Which season do you like best?",
+    "What advice would you give a young keeper?",
+    "Do you remember my name?",
+    "Where did I say I come from?",
+    "What do you think about computers?",
+    "Is there a secret in this lighthouse?",
+    "Would you tell me a story about the old days?",
+    "I have to go soon. Any last words of wisdom?",
+    "Goodbye, and thank you for the tea!",
+]
+CANNED_REPLIES = [
+    "Steady now, I keep the light and the light keeps me. Not much else to it.",
+    "Mind the rocks on the way up, they bite. Tea is on the stove if you want some.",
+    "Fifty years, give or take a storm. The sea never lets you count properly.",
+    "Barnacle keeps me company, and the gulls gossip enough for ten.",
+]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Command(BaseCommand):
+    help = "Benchmark the avatar engine against plain generate (see the module docstring)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", help="write the results to this file")
+        parser.add_argument("--turns", type=int, default=40, help="turns of the conversation")
+
+    def handle(self, *args, **options):
+        started = time.monotonic()
+        demo = json.loads(DEMO.read_text())
+        context = prompts.hunt_context(demo["title"], demo["description"])
+        self.avatars = [
+            PromptParts(persona=a["persona"], greeting=a["greeting"], hunt_context=context)
+            for a in demo["avatars"][:4]
+        ]
+        self.loaded = load_model()
+        self.tokenizer = self.loaded.tokenizer
+        self.budget = prompts.prompt_budget()
+        results: dict = {
+            "model": self.loaded.name,
+            "device": str(self.loaded.device),
+            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "torch_threads": torch.get_num_threads(),
+            "prompt_budget": self.budget,
+            "tokens_per_turn": TOKENS,
+        }
+        self.stdout.write(f"model {self.loaded.name} on {self.loaded.device}, {results['dtype']}")
+
+        results.update(self.naive_throughput())
+        engine = Engine(self.loaded, max_batch=max(16, settings.AVATAR_MAX_BATCH))
+        try:
+            for streams in (1, 4, 16):
+                results.update(self.engine_throughput(engine, streams))
+            engine.prefix_cache.capacity_tokens = 0
+            results.update(self.engine_throughput(engine, 16, suffix="_no_prefix_cache"))
+            engine.prefix_cache.capacity_tokens = 12_000
+            results.update(self.conversation(engine, options["turns"]))
+        finally:
+            engine.close()
+        results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if torch.cuda.is_available():
+            results["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        results["runtime_s"] = round(time.monotonic() - started, 1)
+        self.report(results)
+        if options["json"]:
+            path = Path(options["json"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+            self.stdout.write(f"wrote {path}")
+
+    # Workloads -----------------------------------------------------------------------------
+
+    def history(self, index: int, exchanges: int = 6) -> tuple[Turn, ...]:
+        """A canned history, different for each conversation index."""
+        turns = []
+        for i in range(exchanges):
+            turns.append(Turn("player", PLAYER_LINES[(index * 3 + i) % len(PLAYER_LINES)]))
+            turns.append(Turn("avatar", CANNED_REPLIES[(index + i) % len(CANNED_REPLIES)]))
+        return tuple(turns)
+
+    def next_line(self, index: int, turn: int) -> str:
+        return PLAYER_LINES[(index * 3 + 6 + turn) % len(PLAYER_LINES)]
+
+    def naive_ids(self, parts: PromptParts) -> list[int]:
+        """The whole conversation, no budget, no summary."""
+        messages = [{"role": "system", "content": prompts.system_text(parts)}]
+        messages += [{"role": prompts.ROLES[t.role], "content": t.text} for t in parts.turns]
+        messages.append({"role": "user", "content": parts.message})
+        return list(
+            self.tokenizer.apply_chat_template(
+                messages, tokenize=True, add_generation_prompt=True, return_dict=False
+            )
+        )
+
+    def naive_generate(self, ids: list[int], new_tokens: int, exact: bool) -> tuple[str, float]:
+        """Plain transformers generate; returns (text, seconds)."""
+        model = self.loaded.model
+        input_ids = torch.tensor([ids], device=self.loaded.device)
+        begin = time.monotonic()
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens if exact else 0,
+                do_sample=True,
+                temperature=SAMPLING["temperature"],
+                top_p=SAMPLING["top_p"],
+                repetition_penalty=SAMPLING["repetition_penalty"],
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        seconds = time.monotonic() - begin
+        return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True), seconds
+
+    def naive_throughput(self, conversations: int = 3, turns: int = 2) -> dict:
+        self.stdout.write("naive baseline: plain generate, one request at a time ...")
+        tokens = 0
+        begin = time.monotonic()
+        for index in range(conversations):
+            parts = replace(self.avatars[index % len(self.avatars)], turns=self.history(index))
+            for turn in range(turns):
+                parts = replace(parts, message=self.next_line(index, turn))
+                text, _seconds = self.naive_generate(self.naive_ids(parts), TOKENS, exact=True)
+                tokens += TOKENS
+                parts = replace(
+                    parts,
+                    turns=(*parts.turns, Turn("player", parts.message), Turn("avatar", text)),
+                )
+        seconds = time.monotonic() - begin
+        return {"naive_tok_s": round(tokens / seconds, 2), "naive_requests": conversations * turns}
+
+    def warm_personas(self, engine: Engine) -> None:
+        engine.prefix_cache.clear()
+        for parts in self.avatars:
+            prompt = prompts.build_prompt(self.tokenizer, parts, self.budget)
+            engine.warm(prompts.prefix_ids(self.tokenizer, parts, prompt)).result()
+
+    def engine_throughput(self, engine: Engine, streams: int, suffix: str = "") -> dict:
+        self.stdout.write(f"engine: {streams} concurrent streams{suffix} ...")
+        conversations = max(streams, 2)
+        turns = 2
+        self.warm_personas(engine)
+        completions: list[Completion] = []
+        lock = threading.Lock()
+
+        def play(index: int) -> None:
+            parts = replace(self.avatars[index % len(self.avatars)], turns=self.history(index))
+            for turn in range(turns):
+                parts = replace(parts, message=self.next_line(index, turn))
+                prompt = prompts.build_prompt(self.tokenizer, parts, self.budget)
+                sampling = Sampling(
+                    max_new_tokens=TOKENS,
+                    min_new_tokens=TOKENS,
+                    seed=index * 100 + turn,
+                    **SAMPLING,
+                )
+                completion = engine.submit(Request(prompt.ids, sampling)).result()
+                with lock:
+                    completions.append(completion)
+                parts = replace(
+                    parts,
+                    turns=(
+                        *parts.turns,
+                        Turn("player", parts.message),
+                        Turn("avatar", completion.text),
+                    ),
+                )
+
+        gates = []
+        begin = time.monotonic()
+        # `streams` conversations in flight at once; with fewer streams than conversations the
+        # rest wait for a free slot.
+        slots = threading.Semaphore(streams)
+
+        def run(index: int) -> None:
+            with slots:
+                play(index)
+
+        for index in range(conversations):
+            thread = threading.Thread(target=run, args=(index,))
+            thread.start()
+            gates.append(thread)
+        for thread in gates:
+            thread.join()
+        seconds = time.monotonic() - begin
+        tokens = sum(len(c.token_ids) for c in completions)
+        ttfts = [c.ttft for c in completions if c.ttft is not None]
+        gaps = [
+            later - earlier
+            for c in completions
+            for earlier, later in zip(c.token_times, c.token_times[1:], strict=False)
+        ]
+        key = f"@{streams}{suffix}"
+        return {
+            f"engine_tok_s{key}": round(tokens / seconds, 2),
+            f"engine_ttft_p50{key}": round(percentile(ttfts, 0.5), 3),
+            f"engine_ttft_p95{key}": round(percentile(ttfts, 0.95), 3),
+            f"engine_itl_p50{key}": round(percentile(gaps, 0.5), 4),
+            f"engine_itl_p95{key}": round(percentile(gaps, 0.95), 4),
+            f"engine_requests{key}": len(completions),
+            f"engine_cached_share{key}": round(
+                sum(c.cached_tokens for c in completions)
+                / max(1, sum(c.prompt_tokens for c in completions)),
+                3,
+            ),
+        }
+
+    def conversation(self, engine: Engine, turns: int) -> dict:
+        self.stdout.write(f"a {turns}-turn conversation, naive and engine ...")
+        avatar = self.avatars[0]
+        self.warm_personas(engine)
+        stored: list[Turn] = []  # every turn, as the database would hold them
+        summary_text, window = "", 0  # summary and index of the first unsummarised turn
+        marks = {1, 10, turns}
+        results: dict = {}
+        ttfts, folds, fold_ms = [], 0, []
+        for turn in range(1, turns + 1):
+            line = PLAYER_LINES[(turn - 1) % len(PLAYER_LINES)]
+            parts = replace(
+                avatar, summary=summary_text, turns=tuple(stored[window:]), message=line
+            )
+            prompt = prompts.build_prompt(self.tokenizer, parts, self.budget)
+            sampling = Sampling(max_new_tokens=CONVERSATION_TOKENS, seed=turn, **SAMPLING)
+            stream = engine.submit(Request(prompt.ids, sampling))
+            cleaner = ReplyCleaner(
+                echo_sources=(avatar.persona, prompts.STYLE, avatar.hunt_context, summary_text)
+            )
+            text = "".join(cleaner.feed(chunk) for chunk in stream)
+            completion = stream.result()
+            text += cleaner.finish(complete=completion.finish_reason == "stop")
+            ttfts.append(completion.ttft)
+            if turn in marks:
+                naive_parts = replace(avatar, turns=tuple(stored), message=line)
+                naive_ids = self.naive_ids(naive_parts)
+                _text, naive_ttft = self.naive_generate(naive_ids, 1, exact=True)
+                results[f"naive_prompt_tokens@turn{turn}"] = len(naive_ids)
+                results[f"naive_ttft@turn{turn}"] = round(naive_ttft, 3)
+                results[f"engine_prompt_tokens@turn{turn}"] = prompt.tokens
+                results[f"engine_ttft@turn{turn}"] = round(completion.ttft, 3)
+                results[f"engine_cached_tokens@turn{turn}"] = completion.cached_tokens
+            stored += [Turn("player", line), Turn("avatar", text)]
+            # What the generation task does after storing a reply: fold, then warm.
+            begin = time.perf_counter()
+            new_summary, folded = summary.plan_fold(
+                self.tokenizer,
+                replace(avatar, summary=summary_text, turns=tuple(stored[window:])),
+                self.budget,
+            )
+            fold_ms.append((time.perf_counter() - begin) * 1000)
+            if folded:
+                folds += 1
+                summary_text, window = new_summary, window + folded
+                nxt = replace(avatar, summary=summary_text, turns=tuple(stored[window:]))
+                next_prompt = prompts.build_prompt(self.tokenizer, nxt, self.budget)
+                engine.warm(prompts.prefix_ids(self.tokenizer, nxt, next_prompt)).result()
+        results.update(
+            {
+                "engine_ttft_mean_all_turns": round(statistics.mean(ttfts), 3),
+                "engine_ttft_max_all_turns": round(max(ttfts), 3),
+                "summary_folds": folds,
+                "summary_plan_ms_mean": round(statistics.mean(fold_ms), 2),
+                "summary_tokens_final": prompts.count_tokens(self.tokenizer, summary_text),
+            }
+        )
+        return results
+
+    # Report --------------------------------------------------------------------------------
+
+    def report(self, r: dict) -> None:
+        def ratio(a: str, b: str) -> float | None:
+            return round(r[a] / r[b], 2) if r.get(a) and r.get(b) else None
+
+        r["ratio_engine16_over_naive"] = ratio("engine_tok_s@16", "naive_tok_s")
+        r["ratio_prompt_turn40_over_turn10"] = ratio(
+            "engine_prompt_tokens@turn40", "engine_prompt_tokens@turn10"
+        )
+        r["ratio_engine_ttft_turn40_over_turn1"] = ratio("engine_ttft@turn40", "engine_ttft@turn1")
+        r["ratio_naive_ttft_turn40_over_turn1"] = ratio("naive_ttft@turn40", "naive_ttft@turn1")
+        w = self.stdout.write
+        w("")
+        w(f"{'throughput':<34}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'ITL p50':>9}")
+        w(f"{'naive (generate, 1 at a time)':<34}{r['naive_tok_s']:>9}")
+        for key in ("@1", "@4", "@16", "@16_no_prefix_cache"):
+            if f"engine_tok_s{key}" in r:
+                w(
+                    f"{'engine ' + key[1:].replace('_', ' ') + ' streams':<34}"
+                    f"{r[f'engine_tok_s{key}']:>9}{r[f'engine_ttft_p50{key}']:>10}"
+                    f"{r[f'engine_ttft_p95{key}']:>10}{r[f'engine_itl_p50{key}']:>9}"
+                )
+        w("")
+        w(f"{'conversation':<22}{'turn 1':>16}{'turn 10':>16}{'turn 40':>16}")
+        for label, prefix in (
+            ("prompt tokens", "prompt_tokens"),
+            ("TTFT s", "ttft"),
+        ):
+            for system in ("naive", "engine"):
+                cells = [r.get(f"{system}_{prefix}@turn{n}") for n in (1, 10, 40)]
+                w(f"{system + ' ' + label:<22}" + "".join(f"{c!s:>16}" for c in cells))
+        w("")
+        goals = (
+            ("engine tok/s @16 / naive tok/s", "ratio_engine16_over_naive", ">= 4"),
+            ("prompt tokens turn 40 / turn 10", "ratio_prompt_turn40_over_turn10", "<= 1.25"),
+            ("engine TTFT turn 40 / turn 1", "ratio_engine_ttft_turn40_over_turn1", "<= 1.5"),
+            ("naive TTFT turn 40 / turn 1", "ratio_naive_ttft_turn40_over_turn1", "grows"),
+        )
+        for label, key, goal in goals:
+            w(f"{label:<36}{r[key]!s:>8}   goal {goal}")
+        w(f"peak memory {r['peak_rss_mb']} MB, runtime {r['runtime_s']} s")

@@ -1,0 +1,56 @@
+"""Fixtures for the engine, prompt and generation-task tests: the tiny random model (fast, real
+code paths, gibberish text) and the default model's tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from avatars.engine.engine import Engine, Request, Sampling
+from avatars.engine.loading import LoadedModel, load_model
+
+GREEDY = Sampling(temperature=0, max_new_tokens=24)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> LoadedModel:
+    return load_model("tiny-random", "cpu")
+
+
+@pytest.fixture
+def make_engine(tiny):
+    """make_engine(**options) -> a running Engine on the tiny model, closed after the test."""
+    engines: list[Engine] = []
+
+    def make(**options) -> Engine:
+        engine = Engine(tiny, **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def chat_ids(tokenizer, text: str, system: str = "You are a lighthouse keeper.") -> tuple[int, ...]:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+    return tuple(
+        tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+    )
+
+
+@pytest.fixture
+def ask(tiny):
+    """ask(text, sampling=GREEDY) -> a Request: `text` from the player, through the template."""
+
+    def make(text: str, sampling: Sampling = GREEDY) -> Request:
+        return Request(chat_ids(tiny.tokenizer, text), sampling)
+
+    return make
+
+
+@pytest.fixture
+def prompt_of(tiny):
+    """prompt_of(text) -> the token ids `ask` would send."""
+    return lambda text: chat_ids(tiny.tokenizer, text)

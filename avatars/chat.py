@@ -13,8 +13,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+# Imported here, not at the first say: loading the turn pipeline is seconds of work that
+# must not stall a running server's event loop in the middle of traffic.
+from avatars import tasks
 from avatars.models import Avatar, Conversation, Feedback, Message
 from hunt.models import Discovery, Hunt, Player
+from lostwallet import ratelimit
 
 # Refusal codes of the handshake (contract §3.1). They are WebSocket close codes, so the
 # consumer accepts first and closes with them: a refusal before accept() reaches a client as a
@@ -28,6 +32,17 @@ IN_FLIGHT = (Message.Status.PENDING, Message.Status.GENERATING)
 
 class ConversationBusy(Exception):
     """The conversation already has a turn whose reply is not finished."""
+
+
+@dataclass(frozen=True)
+class SayOutcome:
+    """What became of a `say`: stored (message_id, created) or refused (`refusal`)."""
+
+    message_id: int | None = None
+    created: bool = False
+    refusal: str | None = None  # "busy" or "rate_limited"
+    retry_after: int | None = None
+    hunt_live: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,8 +195,6 @@ def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Mess
     original message with created=False and starts nothing. Raises ConversationBusy while an
     earlier turn of this conversation is still being answered.
     """
-    from avatars import tasks
-
     try:
         with transaction.atomic():
             # Race: two sockets of one player saying at once (two tabs, or a resend after a
@@ -212,6 +225,34 @@ def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Mess
             raise
         return original, False
     return message, True
+
+
+def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
+    """A well-formed `say` frame, start to end, in one trip to the database thread.
+
+    Order: a resent client_id gets its original ack before any limit (the client only wants to
+    know its message is stored); then busy, before the rate limit, so that a refused say does
+    not spend the player's budget; then the rate limit, per player across sockets and avatars
+    (atomic in Redis when configured); then the store, which checks busy again under lock (a
+    race lost there costs the player one unit of rate).
+    """
+    conversation_id = session.conversation_id
+    if client_id and (original := find_say(conversation_id, client_id)):
+        return SayOutcome(message_id=original.pk)
+    if is_busy(conversation_id):
+        return SayOutcome(refusal="busy")
+    wait = ratelimit.hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
+    if wait is not None:
+        return SayOutcome(refusal="rate_limited", retry_after=ratelimit.retry_after_seconds(wait))
+    try:
+        message, created = do_say(conversation_id, text, client_id)
+    except ConversationBusy:
+        return SayOutcome(refusal="busy")
+    return SayOutcome(
+        message_id=message.pk,
+        created=created,
+        hunt_live=hunt_is_live(session.hunt_id) if created else True,
+    )
 
 
 def do_rate(conversation_id: int, player_id: int, message_id: int, value: int) -> bool:

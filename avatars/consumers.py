@@ -13,13 +13,11 @@ import logging
 import time
 from collections import deque
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from avatars import chat
-from lostwallet import ratelimit
+from avatars import chat, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +32,6 @@ MAX_FRAMES = 60
 MAX_REFUSALS = 20
 FLOOD_CLOSE_CODE = 4429
 
-# The rate limiter may talk to Redis: keep that off the event loop and out of the queue of
-# the single database thread.
-_hit = sync_to_async(ratelimit.hit, thread_sensitive=False)
 _db = database_sync_to_async
 
 
@@ -145,30 +140,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return await self._refuse(
                 "too_long", f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
             )
-        # A resend answers the original ack before any limit: the client only wants to know
-        # that its message is stored, and it costs nothing.
-        if client_id and (original := await _db(chat.find_say)(session.conversation_id, client_id)):
-            return await self._ack(original.pk, client_id)
-        # Checked before the rate limit so that a refused say does not spend the player's
-        # budget; checked again under lock when storing (a race there costs one unit).
-        if await _db(chat.is_busy)(session.conversation_id):
+        outcome = await _db(chat.say)(session, text, client_id)
+        if outcome.refusal == "busy":
             return await self._refuse("busy", "A reply is still being written.", **extra)
-        wait = await _hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
-        if wait is not None:
+        if outcome.refusal == "rate_limited":
             return await self._refuse(
                 "rate_limited",
                 "Too many messages; wait a little.",
-                retry_after=ratelimit.retry_after_seconds(wait),
+                retry_after=outcome.retry_after,
                 **extra,
             )
-        try:
-            message, created = await _db(chat.do_say)(session.conversation_id, text, client_id)
-        except chat.ConversationBusy:
-            return await self._refuse("busy", "A reply is still being written.", **extra)
-        await self._ack(message.pk, client_id)
-        if created:
-            self._watch(message.pk)
-            if not await _db(chat.hunt_is_live)(session.hunt_id):
+        await self._ack(outcome.message_id, client_id)
+        if outcome.created:
+            self._watch(outcome.message_id)
+            if not outcome.hunt_live:
                 # A notice, not a refusal: the avatar answers, but no clue opens outside the
                 # hunt's time window. It carries no reply_to because it ends no turn.
                 await self._error(
@@ -261,8 +246,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.watchers[message_id] = asyncio.ensure_future(self._expire(message_id))
 
     async def _expire(self, message_id: int) -> None:
-        from avatars import tasks
-
         try:
             while (wait := await _db(tasks.expire_stuck_turn)(message_id)) is not None:
                 await asyncio.sleep(wait)

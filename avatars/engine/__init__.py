@@ -35,8 +35,9 @@ def get_engine():
             _engine = None
         if _engine is None:
             from avatars.engine.engine import Engine
-            from avatars.engine.loading import load_model
+            from avatars.engine.loading import load_model, set_threads
 
+            set_threads(getattr(settings, "AVATAR_THREADS", 0))
             _engine = Engine(
                 load_model(),
                 max_batch=settings.AVATAR_MAX_BATCH,

@@ -253,6 +253,14 @@ def stop_token_ids(tokenizer, model) -> frozenset[int]:
     return frozenset(ids)
 
 
+def set_threads(threads: int) -> None:
+    """CPU threads for the model's matrix work (0: torch's default, one per core). On a small
+    host shared with the web server, 1 is often faster: a thread the OS parks stalls every
+    operator of the other one at its barrier (measured here: 6x slower decode at load 5)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def load_model(name: str | None = None, device: str | None = None) -> LoadedModel:
     """Loads `AVATAR_MODEL` on `AVATAR_DEVICE` (arguments override the settings)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

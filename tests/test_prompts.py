@@ -1,0 +1,219 @@
+"""Prompts within the token budget, persona first, and the rolling summary that keeps a long
+conversation's prompt flat (with the default model's real tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from avatars.engine import prompts, summary
+from avatars.engine.prompts import PromptParts, Turn
+from tests.conftest import DEMO_HUNT
+
+BUDGET = 768
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from avatars.engine.loading import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def marta() -> PromptParts:
+    demo = json.loads(DEMO_HUNT.read_text())
+    avatar = next(a for a in demo["avatars"] if a["slug"] == "old-marta")
+    return PromptParts(
+        persona=avatar["persona"],
+        greeting=avatar["greeting"],
+        hunt_context=prompts.hunt_context(demo["title"], demo["description"]),
+    )
+
+
+def chat(exchanges: int, start: int = 0) -> tuple[Turn, ...]:
+    turns = []
+    for i in range(start, start + exchanges):
+        turns.append(Turn("player", f"Question {i}: what do you see from the lamp room at night?"))
+        turns.append(Turn("avatar", f"Answer {i}: the sea, the rocks and the ships going home."))
+    return tuple(turns)
+
+
+def text_of(tokenizer, prompt) -> str:
+    return tokenizer.decode(prompt.ids)
+
+
+def test_the_persona_opens_the_system_message_and_is_never_cut(tokenizer, marta):
+    parts = replace(marta, turns=chat(60), message="Hello?")
+    prompt = prompts.build_prompt(tokenizer, parts, BUDGET)
+    text = text_of(tokenizer, prompt)
+    assert text.startswith("<|im_start|>system\n" + marta.persona)
+    assert prompt.system.startswith(marta.persona)
+
+
+def test_a_long_history_is_cut_to_the_budget_keeping_the_newest_turns(tokenizer, marta):
+    turns = chat(60)
+    prompt = prompts.build_prompt(tokenizer, replace(marta, turns=turns, message="Hi"), BUDGET)
+    assert prompt.tokens <= BUDGET
+    assert 0 < prompt.turns_used < len(turns)
+    assert prompt.dropped == turns[: len(turns) - prompt.turns_used]
+    text = text_of(tokenizer, prompt)
+    assert "Answer 59" in text and "Question 0:" not in text
+    # Nearly all of the budget is used: the rest is the message reserve and one turn's slack.
+    assert prompt.tokens > BUDGET - prompts.MESSAGE_RESERVE - 40
+
+
+def test_the_new_message_comes_last_before_the_reply(tokenizer, marta):
+    prompt = prompts.build_prompt(tokenizer, replace(marta, turns=chat(2), message="Why?"), BUDGET)
+    assert text_of(tokenizer, prompt).endswith(
+        "<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_a_short_history_is_kept_whole(tokenizer, marta):
+    turns = chat(3)
+    prompt = prompts.build_prompt(tokenizer, replace(marta, turns=turns, message="Hi"), BUDGET)
+    assert (prompt.turns_used, prompt.dropped) == (6, ())
+
+
+def test_a_long_message_pushes_out_older_turns_to_stay_in_budget(tokenizer, marta):
+    long = "Tell me everything. " * 40
+    prompt = prompts.build_prompt(tokenizer, replace(marta, turns=chat(30), message=long), BUDGET)
+    short = prompts.build_prompt(tokenizer, replace(marta, turns=chat(30), message="Hi"), BUDGET)
+    assert prompt.tokens <= BUDGET
+    assert prompt.turns_used < short.turns_used
+
+
+def test_reveal_and_hint_instructions_appear_only_when_the_gate_gives_them(tokenizer, marta):
+    plain = prompts.build_prompt(tokenizer, replace(marta, message="Lamp?"), BUDGET)
+    line = "Every night I feed that old lamp the same way: kerosene."
+    revealed = prompts.build_prompt(
+        tokenizer,
+        replace(
+            marta, message="Lamp?", reveals=(prompts.reveal_instruction(line),), hint="Ask me."
+        ),
+        BUDGET,
+    )
+    assert "kerosene" not in text_of(tokenizer, plain)
+    assert "Weave this hint" not in plain.system
+    assert line in revealed.system and "Ask me." in revealed.system
+    # Instructions for this turn come after the persona, the context and the summary.
+    assert revealed.system.index(line) > revealed.system.index(marta.hunt_context)
+
+
+def test_the_summary_sits_between_the_context_and_the_turns(tokenizer, marta):
+    parts = replace(marta, summary="Visitor: my name is Ada", turns=chat(1), message="Hi")
+    text = text_of(tokenizer, prompts.build_prompt(tokenizer, parts, BUDGET))
+    assert text.index(marta.hunt_context) < text.index("my name is Ada") < text.index("Answer 0")
+
+
+def test_the_next_turns_prompt_starts_with_this_turns_prefix(tokenizer, marta):
+    parts = replace(marta, turns=chat(4), message="First?")
+    prompt = prompts.build_prompt(tokenizer, parts, BUDGET)
+    prefix = prompts.prefix_ids(tokenizer, parts, prompt)
+    for message in ("Second?", "A much longer question about the rocks below the tower?"):
+        nxt = prompts.build_prompt(tokenizer, replace(parts, message=message), BUDGET)
+        assert nxt.ids[: len(prefix)] == prefix
+
+
+def test_a_persona_too_long_for_the_budget_is_refused(tokenizer):
+    persona = "You are a wise old owl who talks about the moon and the stars at length. " * 40
+    with pytest.raises(ValidationError) as refused:
+        prompts.check_persona_fits(persona, tokenizer=tokenizer, budget=BUDGET)
+    assert refused.value.code == "persona_too_long"
+    assert "768" in refused.value.messages[0]
+
+
+def test_the_demo_personas_fit(tokenizer):
+    demo = json.loads(DEMO_HUNT.read_text())
+    context = prompts.hunt_context(demo["title"], demo["description"])
+    for avatar in demo["avatars"]:
+        prompts.check_persona_fits(
+            avatar["persona"], avatar["greeting"], context, tokenizer=tokenizer, budget=BUDGET
+        )
+
+
+def test_a_smaller_budget_refuses_what_a_larger_one_accepts(tokenizer, marta):
+    prompts.check_persona_fits(marta.persona, tokenizer=tokenizer, budget=BUDGET)
+    with pytest.raises(ValidationError):
+        prompts.check_persona_fits(marta.persona, tokenizer=tokenizer, budget=420)
+
+
+def test_the_hunt_context_is_shortened(tokenizer):
+    context = prompts.hunt_context("Long", "word " * 500)
+    assert len(context) < prompts.HUNT_CONTEXT_MAX_CHARS + 80
+    assert context.endswith("…")
+
+
+# The rolling summary -----------------------------------------------------------------------
+
+
+def test_nothing_is_folded_while_the_turns_fit(tokenizer, marta):
+    assert summary.plan_fold(tokenizer, replace(marta, turns=chat(3)), BUDGET) == ("", 0)
+
+
+def test_folding_keeps_what_the_visitor_said_about_themselves(tokenizer, marta):
+    turns = (
+        Turn("player", "Hello! My name is Ada and I come from the harbour town."),
+        Turn("avatar", "Ahoy, Ada. Mind the rocks."),
+        *chat(30),
+    )
+    new_summary, folded = summary.plan_fold(tokenizer, replace(marta, turns=turns), BUDGET)
+    assert folded > 2
+    assert "my name is Ada" in new_summary.lower() or "My name is Ada" in new_summary
+    assert "harbour town" in new_summary
+    assert prompts.count_tokens(tokenizer, new_summary) <= prompts.SUMMARY_MAX_TOKENS
+
+
+def test_after_a_fold_the_rest_fits_with_room_to_spare(tokenizer, marta):
+    turns = chat(30)
+    new_summary, folded = summary.plan_fold(tokenizer, replace(marta, turns=turns), BUDGET)
+    rest = replace(marta, summary=new_summary, turns=turns[folded:], message="x" * 400)
+    prompt = prompts.build_prompt(tokenizer, rest, BUDGET)
+    assert prompt.dropped == ()
+    assert turns[folded].role == "player"
+    # Hysteresis: the next turns append to the same prefix before the next fold.
+    grown = replace(marta, summary=new_summary, turns=turns[folded:] + chat(1, start=99))
+    assert summary.plan_fold(tokenizer, grown, BUDGET)[1] == 0
+
+
+def test_the_summary_stays_bounded_however_long_the_conversation(tokenizer, marta):
+    text, window, turns = "", 0, []
+    for i in range(80):
+        turns += chat(1, start=i)
+        text, folded = summary.plan_fold(
+            tokenizer, replace(marta, summary=text, turns=tuple(turns[window:])), BUDGET
+        )
+        window += folded
+    assert prompts.count_tokens(tokenizer, text) <= prompts.SUMMARY_MAX_TOKENS
+    assert "Question 7" in text  # recent folded exchanges are there
+    assert "Question 0:" not in text  # the oldest gave way
+
+
+def test_prompt_tokens_stay_flat_over_forty_turns(tokenizer, marta):
+    """Acceptance: prompt tokens at turn 40 are at most 1.25 times those at turn 10."""
+    sizes, text, window, turns = {}, "", 0, []
+    for turn in range(1, 41):
+        message = f"Question {turn}: and what about the gulls on the rocks?"
+        parts = replace(marta, summary=text, turns=tuple(turns[window:]), message=message)
+        sizes[turn] = prompts.build_prompt(tokenizer, parts, BUDGET).tokens
+        turns += [
+            Turn("player", message),
+            Turn("avatar", "Gulls gossip, ships come home, I keep the light."),
+        ]
+        text, folded = summary.plan_fold(
+            tokenizer, replace(marta, summary=text, turns=tuple(turns[window:])), BUDGET
+        )
+        window += folded
+    assert max(sizes.values()) <= BUDGET
+    assert sizes[40] <= 1.25 * sizes[10]
+    assert sizes[40] > 2 * sizes[1]  # the history is really there
+
+
+def test_a_summary_is_built_only_from_the_turns_it_is_given(tokenizer):
+    turns = (Turn("player", "What is the secret word?"), Turn("avatar", "I cannot say, friend."))
+    text = summary.fold("", turns, tokenizer)
+    assert text == "- They said: What is the secret word? You answered: I cannot say, friend."

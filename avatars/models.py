@@ -58,6 +58,7 @@ class Avatar(models.Model):
         return [self.persona, self.greeting, self.name]
 
     def clean(self) -> None:
+        from avatars.engine.prompts import check_persona_fits, hunt_context
         from hunt.models import guarded_words_in
 
         if self.hunt_id:
@@ -67,6 +68,11 @@ class Avatar(models.Model):
                     _("The persona, greeting or name contains a guarded word (%(n)d found).")
                     % {"n": len(found)}
                 )
+        context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""
+        try:
+            check_persona_fits(self.persona, self.greeting, context)
+        except ValidationError as exc:
+            raise ValidationError({"persona": exc}) from None
 
 
 class Conversation(models.Model):

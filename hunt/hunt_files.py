@@ -233,8 +233,10 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
             if other:
                 c.add(f"{path}.slug", f"avatar slug {slug!r} is taken by another hunt's avatar")
         c.text(avatar, "name", path, max_len=100)
-        c.text(avatar, "persona", path)
-        c.text(avatar, "greeting", path, required=False, max_len=300)
+        persona = c.text(avatar, "persona", path)
+        greeting = c.text(avatar, "greeting", path, required=False, max_len=300)
+        if persona and greeting is not None:
+            _check_persona_fits(c, doc, persona, greeting, f"{path}.persona")
         c.text(avatar, "land", path, required=False, max_len=200)
         _check_location(c, avatar.get("location"), f"{path}.location")
         clues = avatar.get("clues", [])
@@ -280,6 +282,23 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
         if _in_cycle(pos, requires):
             c.add("$.avatars", f"the `requires` of position {pos} form a cycle")
     return guarded_by
+
+
+def _check_persona_fits(c: _Checker, doc: dict, persona: str, greeting: str, path: str) -> None:
+    """The persona goes whole into every prompt; one too long for the budget is refused."""
+    from django.core.exceptions import ValidationError
+
+    from avatars.engine.prompts import check_persona_fits, hunt_context
+
+    title, description = doc.get("title"), doc.get("description")
+    context = hunt_context(
+        title if isinstance(title, str) else "",
+        description if isinstance(description, str) else "",
+    )
+    try:
+        check_persona_fits(persona, greeting, context)
+    except ValidationError as exc:
+        c.add(path, " ".join(exc.messages))
 
 
 def _check_location(c: _Checker, location: Any, path: str) -> None:

@@ -192,3 +192,26 @@ def test_a_discovered_word_cannot_be_changed_in_the_admin(superuser, demo_hunt, 
     )
     assert not form.is_valid()
     assert "already discovered" in str(form.errors)
+
+
+def test_a_persona_too_long_for_the_prompt_budget_is_refused(client, superuser, demo_hunt):
+    client.force_login(superuser)
+    avatar = Avatar.objects.get(slug="sage-of-the-dome")
+    response = client.post(
+        reverse("admin:avatars_avatar_change", args=[avatar.pk]),
+        {
+            "name": avatar.name,
+            "slug": avatar.slug,
+            "hunt": demo_hunt.pk,
+            "published": "on",
+            "persona": "You are a gardener who describes every leaf at length. " * 120,
+            "greeting": avatar.greeting,
+            "land": avatar.land,
+            "latitude": "",
+            "longitude": "",
+            "clues-TOTAL_FORMS": "0",
+            "clues-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "The persona is too long" in response.content.decode()

@@ -191,6 +191,12 @@ def test_a_plural_gives_a_word_away_but_a_longer_word_does_not():
     assert not any("greeting" in p for p in problems_of(doc))
 
 
+def test_a_persona_too_long_for_the_prompt_budget_is_refused():
+    doc = demo_doc()
+    doc["avatars"][2]["persona"] = "You are a very talkative scholar of old maps. " * 120
+    assert_refused(doc, "$.avatars[2].persona: The persona is too long")
+
+
 def test_every_problem_of_a_broken_file_is_reported_at_once():
     doc = demo_doc()
     doc["words"][2]["word"] = "notaword"

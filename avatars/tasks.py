@@ -303,7 +303,8 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
         )
     )
     cleaner = ReplyCleaner(
-        echo_sources=(avatar.persona, prompts.STYLE, parts.hunt_context, parts.summary),
+        echo_sources=(avatar.persona, parts.hunt_context, parts.summary),
+        instructions=(prompts.STYLE,),
         names=(avatar.name, avatar.name.split()[-1] if avatar.name else ""),
         soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
         max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,

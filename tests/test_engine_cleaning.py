@@ -40,13 +40,32 @@ def test_leading_space_and_a_speaker_label_are_dropped():
 
 
 def test_a_recited_persona_is_cut_before_the_player_sees_it():
-    text = "Ahoy! I am the keeper of a lighthouse on a windy cliff. You love storms."
+    text = "Ahoy there, friend! You are Old Marta, the keeper of a lighthouse on a windy cliff."
     cleaner = ReplyCleaner(echo_sources=[PERSONA])
     streamed, reply = run(cleaner, text, complete=False)
-    # Cut where the recital begins; the words before it were already sent.
-    assert reply == "Ahoy! I am" + ELLIPSIS
-    assert "keeper" not in "".join(streamed)
+    assert reply == "Ahoy there, friend!"
+    assert "Marta" not in "".join(streamed)
     assert cleaner.stop
+
+
+def test_the_character_may_restate_its_persona_in_its_own_voice():
+    text = "I am the keeper of a lighthouse on a windy cliff, and I love storms and strong tea."
+    _streamed, reply = run(ReplyCleaner(echo_sources=[PERSONA]), text)
+    assert reply == text
+
+
+def test_reciting_the_answering_rules_is_cut_even_without_a_you():
+    rules = "Stay in character. Answer in one to three short sentences."
+    text = "Steady now. Stay in character. Answer in one to three short sentences. Bye."
+    _streamed, reply = run(ReplyCleaner(instructions=[rules]), text, complete=False)
+    assert reply == "Steady now."
+
+
+def test_a_recital_already_partly_sent_ends_with_an_ellipsis():
+    text = "Ahoy! I am here and you are Old Marta, the keeper of a lighthouse."
+    streamed, reply = run(ReplyCleaner(echo_sources=[PERSONA]), text, complete=False)
+    assert reply.endswith(ELLIPSIS)
+    assert "Marta" not in reply
 
 
 def test_the_greeting_and_a_reveal_line_may_be_said_word_for_word():

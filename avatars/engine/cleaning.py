@@ -29,20 +29,30 @@ def _norm(word: str) -> str:
     return "".join(ch for ch in word.casefold() if ch.isalnum())
 
 
-def echo_grams(texts: Iterable[str]) -> frozenset[tuple[str, ...]]:
-    """Every run of ECHO_WORDS normalised words of the instruction texts."""
+SECOND_PERSON = frozenset({"you", "your", "yours", "yourself"})
+
+
+def echo_grams(texts: Iterable[str], addressed_only: bool = True) -> frozenset[tuple[str, ...]]:
+    """Runs of ECHO_WORDS normalised words of the instruction texts. With `addressed_only`,
+    only runs that speak to the model ("you are...", "your cat"): a character restating its
+    persona in the first person ("I am the keeper of a lighthouse on a windy cliff") is in
+    character, reciting the instructions ("You are Old Marta, the keeper...") is not."""
     grams = set()
     for text in texts:
         words = [w for w in (_norm(m.group()) for m in WORD.finditer(text)) if w]
-        grams.update(tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1))
+        for i in range(len(words) - ECHO_WORDS + 1):
+            gram = tuple(words[i : i + ECHO_WORDS])
+            if not addressed_only or SECOND_PERSON.intersection(gram):
+                grams.add(gram)
     return frozenset(grams)
 
 
 class ReplyCleaner:
     """Streaming clean-up of one reply (see module doc).
 
-    `echo_sources`: instruction texts the reply must not recite (persona, hunt context, summary;
-    not the greeting or a reveal line, which the avatar is meant to say). `names`: speaker
+    `echo_sources`: texts the reply must not recite where they address the model (persona,
+    hunt context, summary; not the greeting or a reveal line, which the avatar is meant to
+    say); `instructions`: texts it must not recite at all (the answering rules). `names`: speaker
     labels to drop at the start ("Old Marta: ..."). After `soft_chars` the reply ends at the
     next sentence end; `max_chars` is the hard cap. `stop` turns true once the cleaner needs no
     more text: the caller should then cancel generation.
@@ -51,11 +61,12 @@ class ReplyCleaner:
     def __init__(
         self,
         echo_sources: Iterable[str] = (),
+        instructions: Iterable[str] = (),
         names: Iterable[str] = (),
         soft_chars: int = 360,
         max_chars: int = 600,
     ):
-        self.grams = echo_grams(echo_sources)
+        self.grams = echo_grams(echo_sources) | echo_grams(instructions, addressed_only=False)
         self.labels = [n.strip().casefold() for n in names if n.strip()]
         self.soft_chars = soft_chars
         self.max_chars = max_chars

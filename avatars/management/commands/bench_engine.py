@@ -308,7 +308,8 @@ class Command(BaseCommand):
             sampling = Sampling(max_new_tokens=CONVERSATION_TOKENS, seed=turn, **SAMPLING)
             stream = engine.submit(Request(prompt.ids, sampling))
             cleaner = ReplyCleaner(
-                echo_sources=(avatar.persona, prompts.STYLE, avatar.hunt_context, summary_text)
+                echo_sources=(avatar.persona, avatar.hunt_context, summary_text),
+                instructions=(prompts.STYLE,),
             )
             text = "".join(cleaner.feed(chunk) for chunk in stream)
             completion = stream.result()

@@ -32,7 +32,12 @@ MAX_FRAMES = 60
 MAX_REFUSALS = 20
 FLOOD_CLOSE_CODE = 4429
 
-_db = database_sync_to_async
+
+def _db(func):
+    """Runs ORM work off the event loop. Not thread-sensitive: each call may take any thread
+    of the executor (each with its own database connection), so one socket's say does not
+    queue behind every other socket's database round trips in a single shared thread."""
+    return database_sync_to_async(func, thread_sensitive=False)
 
 
 class FloodMeter:

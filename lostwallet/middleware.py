@@ -55,8 +55,11 @@ class BearerTokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-@database_sync_to_async
-def _user_for_token(raw: str):
+def _authenticate(raw: str):
     from hunt.models import ApiToken
 
     return ApiToken.authenticate(raw)
+
+
+# Not thread-sensitive: handshakes need not queue behind each other in one shared thread.
+_user_for_token = database_sync_to_async(_authenticate, thread_sensitive=False)

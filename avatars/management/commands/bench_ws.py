@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -134,6 +135,9 @@ class Bench:
         """Says something, times the ack and the reply, waits its turn, again until the end."""
         from websockets.exceptions import ConnectionClosed
 
+        # Players do not all press Enter in the same instant: spread the first says.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), random.uniform(0, interval))
         try:
             while not self.stop.is_set():
                 client_id = uuid.uuid4().hex
@@ -175,7 +179,8 @@ class Bench:
                 return
 
     async def run(self, server_pid: int | None, interval: float, log) -> dict:
-        gate = asyncio.Semaphore(100)
+        # Handshakes in flight at once: a reconnect storm, but not all clients in one instant.
+        gate = asyncio.Semaphore(50)
         memory = {"baseline_mb": rss_mb(server_pid) if server_pid else None}
         started = time.perf_counter()
         opened = await asyncio.gather(*(self.open_one(t, gate) for t in self.tokens))
@@ -220,6 +225,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--model", default="tiny-random", help="AVATAR_MODEL of the server this starts"
         )
+        parser.add_argument(
+            "--max-new-tokens",
+            type=int,
+            default=16,
+            help="AVATAR_MAX_NEW_TOKENS of the server this starts (short replies, fast turns)",
+        )
         parser.add_argument("--json", dest="json_path", help="also write the results here")
         parser.add_argument("--keep-data", action="store_true", help="keep bench players")
 
@@ -235,7 +246,9 @@ class Command(BaseCommand):
             if opts["url"]:
                 base, server_pid = opts["url"].rstrip("/"), None
             else:
-                base, server_pid = self.start_server(opts["model"], processes)
+                base, server_pid = self.start_server(
+                    opts["model"], opts["max_new_tokens"], processes
+                )
             # The bench avatar has no hunt, so the default chat limits apply; each chatter
             # paces itself just under them and every say is a real turn.
             rate, _burst = chat_limits(None)
@@ -287,8 +300,14 @@ class Command(BaseCommand):
     def cleanup(self) -> None:
         get_user_model().objects.filter(username__startswith=USER_PREFIX).delete()
 
-    def start_server(self, model: str, processes: list) -> tuple[str, int]:
-        env = dict(os.environ, AVATAR_MODEL=model, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    def start_server(self, model: str, max_new_tokens: int, processes: list) -> tuple[str, int]:
+        env = dict(
+            os.environ,
+            AVATAR_MODEL=model,
+            AVATAR_MAX_NEW_TOKENS=str(max_new_tokens),
+            PYTHONUNBUFFERED="1",
+            HF_HUB_OFFLINE="1",
+        )
         port = free_port()
         log_dir = Path(settings.VAR_DIR) / "bench_ws"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -302,10 +321,12 @@ class Command(BaseCommand):
         )  # fmt: skip
         processes.append(daphne)
         if settings.REDIS_URL:
+            # Lowest CPU priority: in production generation runs on other (GPU) hosts, and
+            # on this one machine it must not take the web tier's CPU being measured.
             worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "lostwallet", "worker", "-Q",
-                 "generation", "--pool", "threads", "--concurrency", "16", "--loglevel",
-                 "WARNING", "--without-mingle", "--without-gossip"],
+                ["nice", "-n", "19", sys.executable, "-m", "celery", "-A", "lostwallet",
+                 "worker", "-Q", "generation", "--pool", "threads", "--concurrency", "16",
+                 "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
                 env=env,
                 stdout=(log_dir / "celery.log").open("wb"),
                 stderr=subprocess.STDOUT,

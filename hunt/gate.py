@@ -12,7 +12,8 @@ Matching (`analyse` + `decide`, pure and shared with `tune_gate` and `eval_gate`
    corrected toward the words of the avatar's clues, and it is split into sentences. Windows are
    single sentences and pairs of neighbouring ones ("I saw your lamp. What keeps it burning?").
 2. Each window is embedded with all-MiniLM-L6-v2 (mean pooling, L2-normalised) and compared by
-   cosine with every right question of every candidate clue.
+   cosine with every right question of every candidate clue, and with the clue's `examples`
+   (more phrasings the organizer says must open it).
 3. A window can open a clue only when
    - it contains one of the clue's keywords (when it has some), after light stemming;
    - it asks the same kind of question (who/where/when/why/how many/...) as a right question:
@@ -435,10 +436,14 @@ class ClueSpec:
     threshold: float | None = None
 
     @classmethod
-    def of(cls, clue) -> ClueSpec:
+    def of(cls, clue, leave_out: str | None = None) -> ClueSpec:
+        """The clue's right questions plus its `examples` (phrasings the organizer says must
+        open it: more anchors, better recall). `leave_out` drops one example, so that
+        eval_gate measures each example against the others only."""
+        anchors = [*clue.questions, *(e for e in clue.examples if e != leave_out)]
         return cls(
             key=clue.pk,
-            questions=tuple(q for q in clue.questions if q.strip()),
+            questions=tuple(dict.fromkeys(q for q in anchors if q.strip())),
             keywords=tuple(k for k in clue.keywords if k.strip()),
             threshold=clue.threshold,
         )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets as pysecrets
-import unicodedata
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -17,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from hunt import secrets
+from hunt.leaks import find_guarded_words
 
 PHRASE_LENGTH = 24
 DEFAULT_REVEAL_LINE = "Very well, you asked the right question. The word you seek is “{word}”."
@@ -25,22 +24,14 @@ DEFAULT_REVEAL_LINE = "Very well, you asked the right question. The word you see
 def guarded_words_in(texts: Iterable[str], words: Iterable[str]) -> list[str]:
     """The guarded words that appear as whole words in any of `texts` (case-insensitive).
 
-    A plural or possessive ("lamps", "lamp's") gives the word away too, so it counts.
+    A plural or possessive ("lamps", "lamp's") gives the word away too, so it counts, and so do
+    zero-width characters, look-alike letters or spaced-out letters inside it: the check is
+    hunt.leaks.find_guarded_words, shared with the gate.
 
     Used on every save of text the model or players see before an unlock (personas, greetings,
     hints, questions, keywords, descriptions): such a text would hand the word to everyone.
     """
-    haystack = unicodedata.normalize("NFKC", "\n".join(t for t in texts if t)).casefold()
-    return sorted(
-        {
-            word
-            for word in words
-            if word
-            and re.search(
-                rf"(?<![^\W_]){re.escape(word.casefold())}(?:e?s|'s)?(?![^\W_])", haystack
-            )
-        }
-    )
+    return find_guarded_words("\n".join(t for t in texts if t), words)
 
 
 class Hunt(models.Model):

@@ -2,7 +2,8 @@
 
     python manage.py eval_gate SLUG [--json FILE] [--replies N] [--no-attacks]
 
-For each clue: recall on its `examples` (each must open it), false unlocks on its
+For each clue: recall on its `examples` (each must open it; measured leave-one-out, since the
+gate also matches against a clue's other examples), false unlocks on its
 `counterexamples` (none may open anything) and on the attack corpora of ../shared/attacks/
 (every prompt sent to the clue's avatar; none may open anything). Prerequisites are taken as met
 and the hunt as live: this measures the questions, not the schedule.
@@ -74,11 +75,15 @@ class Command(BaseCommand):
             for clue in clues:
                 examples, counter = gate.Rates(), gate.Rates()
                 for text in clue.examples:
-                    examples.add(text, clue.pk, decide(text))
-                    totals["examples"].add(text, clue.pk, decide(text))
+                    # Leave-one-out: the example is not among the anchors it is measured by.
+                    others = [gate.ClueSpec.of(c, leave_out=text) for c in clues]
+                    decision = gate.match(text, others, gate.vocabulary_of(others), names=names)
+                    examples.add(text, clue.pk, decision)
+                    totals["examples"].add(text, clue.pk, decision)
                 for text in clue.counterexamples:
-                    counter.add(text, None, decide(text))
-                    totals["counterexamples"].add(text, None, decide(text))
+                    decision = decide(text)
+                    counter.add(text, None, decision)
+                    totals["counterexamples"].add(text, None, decision)
                 totals["attacks"] += len(attack_unlocks[clue.pk])
                 report["clues"].append(
                     {

@@ -37,6 +37,7 @@ class Command(BaseCommand):
         scenes = gate.item_scenes(items)
         by_id = {item["id"]: item for item in items}
         best = None
+        curves: dict[float, list[tuple[float, gate.Rates]]] = {}
         for penalty in PENALTIES:
             params = gate.Params(threshold=0.0, type_penalty=penalty)
             analyses = []  # (text, expected key, analysis, clues)
@@ -55,12 +56,20 @@ class Command(BaseCommand):
                 rates = gate.Rates()
                 for text, expected, analysis, clues in analyses:
                     rates.add(text, expected, gate.decide(analysis, clues, at))
+                curves.setdefault(penalty, []).append((threshold, rates))
                 feasible = rates.false_unlock_rate <= max_false_unlocks
                 rank = (feasible, rates.recall, -rates.false_unlock_rate, threshold)
                 if best is None or rank > best[0]:
                     best = (rank, at, rates)
             self.stdout.write(f"type_penalty {penalty:.2f}: best so far {self._line(best)}")
         _rank, params, rates = best
+        self.stdout.write(f"curve at type_penalty {params.type_penalty:.2f}:")
+        for threshold, at in curves[params.type_penalty]:
+            if abs(threshold - params.threshold) <= 0.05 + 1e-9 and round(threshold * 200) % 2 == 0:
+                self.stdout.write(
+                    f"  threshold {threshold:.2f}: recall {at.recall:.3f}, "
+                    f"false unlocks {at.false_unlock_rate:.3f}"
+                )
         self.stdout.write(self.style.SUCCESS(f"chosen: {self._line(best)}"))
         for text in rates.unlocks:
             self.stdout.write(f"  false unlock: {text}")

@@ -4,6 +4,8 @@ requests join and leave a running batch, prefix reuse, sampling, stopping, cance
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -218,3 +220,37 @@ def test_a_model_error_fails_the_streams_in_flight_and_the_engine_recovers(
 def test_an_empty_prompt_is_refused(make_engine):
     with pytest.raises(ValueError):
         make_engine().submit(Request((), GREEDY))
+
+
+def rows_of(sampling: Sampling, count: int) -> list:
+    """Stand-ins for the engine's per-request state, as `_sample` reads it."""
+    return [
+        SimpleNamespace(
+            sampling=sampling, generated=[], generator=torch.Generator().manual_seed(row)
+        )
+        for row in range(count)
+    ]
+
+
+def test_sampling_draws_from_the_top_p_nucleus_in_proportion(make_engine):
+    engine = make_engine()
+    vocabulary = engine.model.config.vocab_size
+    logits = torch.full((1, vocabulary), float("-inf"))
+    logits[0, [10, 20, 30, 40]] = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    rows = rows_of(Sampling(temperature=1.0, top_p=0.9), 1)
+    draws = Counter(int(engine._sample(logits.clone(), rows)[0]) for _ in range(3000))
+    # 10, 20 and 30 reach 0.95 >= 0.9; 40 is outside the nucleus.
+    assert set(draws) == {10, 20, 30}
+    for token, share in ((10, 0.5 / 0.95), (20, 0.3 / 0.95), (30, 0.15 / 0.95)):
+        assert abs(draws[token] / 3000 - share) < 0.04
+
+
+def test_a_flat_distribution_beyond_the_top_k_is_sampled_from_its_whole_nucleus(make_engine):
+    engine = make_engine()
+    vocabulary = engine.model.config.vocab_size
+    logits = torch.full((1, vocabulary), float("-inf"))
+    logits[0, 1000:1200] = 0.0  # 200 equally likely tokens: the nucleus holds 180
+    rows = rows_of(Sampling(temperature=1.0, top_p=0.9), 1)
+    draws = {int(engine._sample(logits.clone(), rows)[0]) for _ in range(2000)}
+    assert draws <= set(range(1000, 1200))
+    assert len(draws) > 150  # far beyond the 64 candidates of the fast path

@@ -9,6 +9,7 @@ it is imported before pytest could rewrite its asserts, hence PYTEST_DONT_REWRIT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -235,17 +236,20 @@ class LiveChat:
     def __init__(self, host: str, slug: str, token: str, timeout: float = 60):
         from websockets.sync.client import connect
 
-        self.ws = connect(
-            f"ws://{host}/ws/chat/{slug}/",
-            additional_headers={"Authorization": f"Bearer {token}"},
-            open_timeout=timeout,
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(
+                f"ws://{host}/ws/chat/{slug}/",
+                additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=timeout,
+            )
         )
 
     def __enter__(self) -> LiveChat:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.ws.close()
+        self._stack.close()
 
     def next(self, timeout: float = TURN_TIMEOUT) -> dict:
         return json.loads(self.ws.recv(timeout=timeout))

@@ -1,0 +1,419 @@
+"""The clue gate (hunt/gate.py): paraphrases of the demo clues open them and near misses do
+not; stuffing, normalisation tricks, prerequisites, the near-miss budget, hints, and the
+discovery it records (race-safe, `first` for one finder, leaderboard told after commit)."""
+
+from __future__ import annotations
+
+import threading
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.db.models.query import QuerySet
+from django.utils import timezone
+
+from avatars.models import Avatar, Conversation, Message
+from hunt import gate
+from hunt.models import Clue, Discovery, Hunt, Player
+from tests.hunt_helpers import discover
+
+# Beyond the examples and counterexamples stored in the demo hunt file (checked below too):
+# more ways players ask the right questions, and questions about the same things that are not.
+PARAPHRASES = {
+    "old-marta": [
+        "What do you burn in the lighthouse lamp at night?",
+        "marta, what fuels the lamp up top through the night?",
+        "How is the lamp of the lighthouse kept burning all night?",
+        "wat keeps the lighthouse lamp burnin at nite",
+    ],
+    "captain-rook": [
+        "Which star do you follow when the compass fails?",
+        "If your compass breaks, what star do you steer by?",
+        "cadet here! which star guides your airship when the compass is broken?",
+    ],
+    "professor-quill": [
+        "Which book will you never lend to anybody?",
+        "What's the title of the book nobody may borrow from your library?",
+        "Why do the clocks here run backwards?",
+        "What makes the library clocks turn in reverse?",
+    ],
+    "nia-neon": [
+        "What did you paint on the old train station wall?",
+        "yo nia, what's your mural at the abandoned station about?",
+    ],
+    "sage-of-the-dome": [
+        "Which flower opens only in the moonlight?",
+        "What flower in the dome blooms only at night?",
+    ],
+}
+NEAR_MISSES = {
+    "old-marta": [
+        "What colour is the lighthouse lamp?",
+        "Who built the lighthouse?",
+        "How old is the lamp?",
+        "When do you light the lamp each evening?",
+        "How far can ships see the light?",
+    ],
+    "captain-rook": [
+        "Which star is the brightest tonight?",
+        "Who gave you your compass?",
+        "How do you fix a broken compass?",
+        "How fast does your airship fly?",
+    ],
+    "professor-quill": [
+        "How many books are in the library?",
+        "Who wrote the book you never lend?",
+        "Who built the clocks in your library?",
+        "What time is it on the backwards clocks?",
+    ],
+    "nia-neon": [
+        "When did you paint the old station wall?",
+        "What colour paint do you use most?",
+        "Why was the train station abandoned?",
+    ],
+    "sage-of-the-dome": [
+        "How often do you water the flowers?",
+        "What colour is the moon flower?",
+        "Which flower opens only in the morning sun?",
+    ],
+}
+
+
+def specs_of(avatar: Avatar) -> tuple[list[gate.ClueSpec], frozenset[str]]:
+    clues = [gate.ClueSpec.of(c) for c in Clue.objects.filter(avatar=avatar)]
+    return clues, gate.vocabulary_of(clues)
+
+
+def opened_by(avatar: Avatar, text: str):
+    clues, vocabulary = specs_of(avatar)
+    return gate.match(text, clues, vocabulary, names=frozenset(avatar.name.lower().split()))
+
+
+def clue_at(hunt: Hunt, position: int) -> Clue:
+    return Clue.objects.select_related("word", "avatar").get(
+        word__hunt=hunt, word__position=position
+    )
+
+
+def say(player: Player, avatar: Avatar, text: str) -> Message:
+    conversation, _ = Conversation.objects.get_or_create(player=player, avatar=avatar)
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.PLAYER, text=text, status="pending"
+    )
+
+
+# Matching -------------------------------------------------------------------------------------
+
+
+def test_the_demo_clues_open_for_their_own_questions(demo_hunt):
+    for clue in Clue.objects.filter(word__hunt=demo_hunt).select_related("avatar"):
+        assert [opened_by(clue.avatar, q).opened for q in clue.questions] == [clue.pk] * len(
+            clue.questions
+        )
+
+
+def test_paraphrases_of_the_demo_clues_open_them(demo_hunt):
+    """Paraphrases never seen by the gate: the file's examples, each measured with the other
+    examples only (leave-one-out, as eval_gate does), and the ones above. The matcher trades
+    recall for few false unlocks (see hunt/gate_data/params.json): most open, none opens a
+    wrong clue."""
+    results = []  # (text, expected clue, opened clue)
+    for clue in Clue.objects.filter(word__hunt=demo_hunt).select_related("avatar"):
+        for text in clue.examples:
+            others = [
+                gate.ClueSpec.of(c, leave_out=text) for c in Clue.objects.filter(avatar=clue.avatar)
+            ]
+            names = frozenset(clue.avatar.name.lower().split())
+            results.append((text, clue.pk, gate.match(text, others, names=names).opened))
+    for slug, texts in PARAPHRASES.items():
+        avatar = Avatar.objects.get(slug=slug)
+        keys = {c.pk for c in Clue.objects.filter(avatar=avatar)}
+        for text in texts:
+            opened = opened_by(avatar, text).opened
+            results.append((text, opened if opened in keys else "a clue of " + slug, opened))
+    missed = [text for text, expected, opened in results if opened != expected]
+    assert not [r for r in results if r[2] is not None and r[2] != r[1]]  # no wrong clue
+    assert len(missed) <= 0.2 * len(results), missed
+
+
+def test_near_misses_of_the_demo_clues_open_nothing(demo_hunt):
+    opened = []
+    for clue in Clue.objects.filter(word__hunt=demo_hunt).select_related("avatar"):
+        opened += [t for t in clue.counterexamples if opened_by(clue.avatar, t).opened]
+    for slug, texts in NEAR_MISSES.items():
+        avatar = Avatar.objects.get(slug=slug)
+        opened += [t for t in texts if opened_by(avatar, t).opened]
+    assert opened == []
+
+
+def test_the_right_question_in_context_opens(demo_hunt):
+    marta = Avatar.objects.get(slug="old-marta")
+    text = "I walked up the cliff to see you. Tell me, what keeps the lighthouse lamp burning?"
+    assert opened_by(marta, text).opened == clue_at(demo_hunt, 3).pk
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # many questions at once
+        "Who built the lighthouse? What keeps the lamp burning at night? How old are you? "
+        "What is your cat's name? Do you like storms?",
+        # a keyword list
+        "lamp light burn burning fuel flame lamp fuel",
+        # a list of questions in one sentence
+        "Tell me who built the tower, what keeps the lamp burning, where the oil is kept, "
+        "when you light it and why the glass is green.",
+        # a wall of text with the right question buried in it
+        "Nice day. The sea is calm. I like boats. My name is Ann. I came by ferry. "
+        "What keeps the lighthouse lamp burning at night? Thanks.",
+    ],
+)
+def test_stuffed_messages_open_nothing(demo_hunt, text):
+    assert opened_by(Avatar.objects.get(slug="old-marta"), text).opened is None
+
+
+def test_two_right_questions_in_one_message_open_neither(demo_hunt):
+    quill = Avatar.objects.get(slug="professor-quill")
+    text = "Which book in your library may nobody borrow? Why do your clocks run backwards?"
+    decision = opened_by(quill, text)
+    assert decision.opened is None
+    assert decision.reason == "several"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "W h a t   k e e p s   t h e   l i g h t h o u s e   l a m p   b u r n i n g ?",
+        "What keeps the light\u200bhouse la\u200dmp burning at night?",
+        "Ｗｈａｔ ｋｅｅｐｓ ｔｈｅ ｌｉｇｈｔｈｏｕｓｅ ｌａｍｐ ｂｕｒｎｉｎｇ？",
+        "What kееps the lighthоuse lamp burning at night?",  # Cyrillic е and о
+        "WHAT KEEPS THE LIGHTHOUSE LAMP BURNING AT NIGHT",
+    ],
+)
+def test_normalisation_tricks_read_as_the_plain_question(demo_hunt, text):
+    assert opened_by(Avatar.objects.get(slug="old-marta"), text).opened == clue_at(demo_hunt, 3).pk
+
+
+def test_a_keyword_is_required_in_the_same_sentence(demo_hunt):
+    marta = Avatar.objects.get(slug="old-marta")
+    clue = clue_at(demo_hunt, 3)
+    spec = gate.ClueSpec(clue.pk, tuple(clue.questions), ("whale",))
+    assert gate.match("What keeps the lighthouse lamp burning at night?", [spec]).opened is None
+    assert opened_by(marta, "What keeps the lighthouse lamp burning at night?").opened == clue.pk
+
+
+def test_a_different_kind_of_question_is_refused_however_close(demo_hunt):
+    spec = gate.ClueSpec("treasure", ("Where did you bury the treasure?",), ("treasure",))
+    assert gate.match("Where did you bury the treasure, captain?", [spec]).opened == "treasure"
+    for text in ("When did you bury the treasure?", "Why did you bury the treasure?"):
+        assert gate.match(text, [spec]).opened is None
+
+
+def test_a_swapped_contrast_word_is_refused(demo_hunt):
+    spec = gate.ClueSpec("rose", ("Where does the blue rose grow?",), ("rose",))
+    assert gate.match("where do the blue roses grow?", [spec]).opened == "rose"
+    assert gate.match("Where does the red rose grow?", [spec]).opened is None
+
+
+def test_a_clue_threshold_overrides_the_default(demo_hunt):
+    clue = clue_at(demo_hunt, 3)
+    text = "What fuels the lamp at the top of the lighthouse at night?"
+    assert opened_by(clue.avatar, text).opened == clue.pk
+    Clue.objects.filter(pk=clue.pk).update(threshold=0.99)
+    assert opened_by(clue.avatar, text).opened is None
+    Clue.objects.filter(pk=clue.pk).update(threshold=0.7)
+    assert opened_by(clue.avatar, "What fuels the lamp up top through the night?").opened
+
+
+def test_matching_is_deterministic(demo_hunt):
+    marta = Avatar.objects.get(slug="old-marta")
+    clues, vocabulary = specs_of(marta)
+    text = "so what keeps that old lamp going all night?"
+    first = gate.analyse(text, clues, vocabulary)
+    gate.embed.cache_clear()
+    again = gate.analyse(text, clues, vocabulary)
+    assert [{k: s.score for k, s in row.items()} for row in first.scores] == [
+        {k: s.score for k, s in row.items()} for row in again.scores
+    ]
+
+
+def test_the_tuned_parameters_are_stored_with_their_derivation():
+    params = gate.default_params()
+    assert 0.5 < params.threshold < 1
+    data = gate.PARAMS_FILE.read_text()
+    assert "tune_gate" in data
+
+
+# The gate action ------------------------------------------------------------------------------
+
+
+def test_the_right_question_records_a_discovery_and_reveals_the_word(
+    demo_hunt, make_player, django_capture_on_commit_callbacks
+):
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    message = say(player, marta, "What keeps the lighthouse lamp burning at night?")
+    with (
+        mock.patch("hunt.leaderboard.announce_leaderboard_change") as announce,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        outcome = gate.open_clues(message)
+    (reveal,) = outcome.reveals
+    discovery = Discovery.objects.get(player=player)
+    assert (reveal.position, reveal.first, reveal.discovery_id) == (3, True, discovery.pk)
+    assert reveal.word == "agent" and "agent" in reveal.reveal_line
+    assert discovery.message == message and discovery.clue == clue_at(demo_hunt, 3)
+    announce.assert_called_once_with(demo_hunt.pk)
+
+
+def test_a_redelivered_turn_gets_the_same_reveal(demo_hunt, make_player):
+    player = make_player()
+    message = say(player, Avatar.objects.get(slug="old-marta"), "What fuels the lighthouse lamp?")
+    first = gate.open_clues(message)
+    again = gate.open_clues(message)
+    assert first.reveals == again.reveals and len(first.reveals) == 1
+    assert Discovery.objects.filter(player=player).count() == 1
+
+
+def test_a_discovered_word_does_not_open_twice(demo_hunt, make_player):
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    gate.open_clues(say(player, marta, "What keeps the lighthouse lamp burning at night?"))
+    later = gate.open_clues(say(player, marta, "What fuel do you put in the lighthouse lamp?"))
+    assert later.reveals == ()
+    assert Discovery.objects.filter(player=player).count() == 1
+
+
+def test_prerequisites_must_be_discovered_first(demo_hunt, make_player):
+    player = make_player()
+    quill = Avatar.objects.get(slug="professor-quill")
+    question = "What is the title of the book you never lend to anyone?"
+    assert gate.open_clues(say(player, quill, question)).reveals == ()
+    discover(player, demo_hunt, 3)
+    (reveal,) = gate.open_clues(say(player, quill, question)).reveals
+    assert reveal.position == 12
+
+
+def test_nothing_opens_outside_the_hunt_window(demo_hunt, make_player):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(ends_at=timezone.now())
+    player = make_player()
+    message = say(player, Avatar.objects.get(slug="old-marta"), "What fuels the lighthouse lamp?")
+    assert gate.open_clues(message).reveals == ()
+    assert not Discovery.objects.exists()
+
+
+def test_near_misses_bring_the_hint_then_a_cooldown(demo_hunt, make_player):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(gate_attempts=3, gate_cooldown_seconds=300)
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    hints = [gate.open_clues(say(player, marta, "What keeps the lighthouse warm?")).hint]
+    hints.append(gate.open_clues(say(player, marta, "What keeps the lighthouse lamp clean?")).hint)
+    assert hints[0] is None
+    assert hints[1] in clue_at(demo_hunt, 3).hints
+    gate.open_clues(say(player, marta, "What keeps the lighthouse standing at night?"))
+    # Three near misses: cooling down, so even the right question opens nothing for now.
+    right = say(player, marta, "What keeps the lighthouse lamp burning at night?")
+    assert gate.open_clues(right).reveals == ()
+    other = make_player()
+    assert gate.open_clues(say(other, marta, right.text)).reveals  # the budget is per player
+
+
+def test_unrelated_messages_do_not_count_as_near_misses(demo_hunt, make_player):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(gate_attempts=1)
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    for text in ("Hello!", "Do you like strong tea?", "What is your cat called?"):
+        gate.open_clues(say(player, marta, text))
+    assert gate.open_clues(say(player, marta, "What fuels the lighthouse lamp?")).reveals
+
+
+def test_an_avatar_without_locked_words_skips_the_model(demo_hunt, make_player):
+    player = make_player()
+    discover(player, demo_hunt, 3)
+    with mock.patch.object(gate, "match") as match:
+        outcome = gate.open_clues(say(player, Avatar.objects.get(slug="old-marta"), "Hi"))
+    assert outcome == gate.GateOutcome() and not match.called
+
+
+def test_two_players_both_discover_and_one_is_first(demo_hunt, make_player):
+    marta = Avatar.objects.get(slug="old-marta")
+    ann, bob = make_player(), make_player()
+    (a,) = gate.open_clues(say(ann, marta, "What keeps the lighthouse lamp burning?")).reveals
+    (b,) = gate.open_clues(say(bob, marta, "What fuel do you put in the lighthouse lamp?")).reveals
+    assert (a.first, b.first) == (True, False)
+    assert Discovery.objects.filter(first=True).count() == 1
+
+
+def test_losing_the_first_finder_race_records_a_plain_discovery(demo_hunt, make_player):
+    """Race: both players saw no first finder; the partial unique constraint refuses the
+    second `first=True` insert inside its savepoint, and the gate retries as not first."""
+    marta = Avatar.objects.get(slug="old-marta")
+    ann, bob = make_player(), make_player()
+    gate.open_clues(say(ann, marta, "What keeps the lighthouse lamp burning?"))
+    message = say(bob, marta, "What keeps the lighthouse lamp burning?")
+    with mock.patch.object(QuerySet, "exists", return_value=False):
+        discovery = gate.record_discovery(bob, clue_at(demo_hunt, 3), message)
+    assert discovery is not None and discovery.first is False
+    assert Discovery.objects.filter(first=True).get().player == ann
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_right_questions_make_one_discovery(make_player):
+    from hunt.hunt_files import import_hunt_file
+    from tests.conftest import DEMO_HUNT
+
+    hunt = import_hunt_file(DEMO_HUNT)
+    Hunt.objects.filter(pk=hunt.pk).update(
+        starts_at=timezone.now() - timezone.timedelta(days=1),
+        ends_at=timezone.now() + timezone.timedelta(days=1),
+    )
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    messages = [
+        say(player, marta, "What keeps the lighthouse lamp burning at night?"),
+        say(player, marta, "What fuel do you put in the lamp of the lighthouse?"),
+    ]
+    gate.model()  # loaded before the race, so both threads reach the database together
+    barrier = threading.Barrier(2)
+    outcomes, errors = [], []
+
+    def ask(message):
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(gate.open_clues(message))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert Discovery.objects.filter(player=player).count() == 1
+    assert sum(len(o.reveals) for o in outcomes) == 1
+
+
+# The reply guard ------------------------------------------------------------------------------
+
+
+def test_the_reply_guard_locks_every_word_the_player_has_not_found(demo_hunt, make_player):
+    player = make_player()
+    discover(player, demo_hunt, 7)  # "stool" is this player's
+    message = say(player, Avatar.objects.get(slug="old-marta"), "Hello")
+    guard = gate.ReplyGuard(message, gate.GateOutcome())
+    sent = guard.feed("Have a stool, the elite sit here. ") + guard.finish()
+    assert guard.tripped
+    assert "elite" not in sent and sent == guard.text
+
+
+def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):
+    player = make_player()
+    message = say(player, Avatar.objects.get(slug="old-marta"), "What fuels the lighthouse lamp?")
+    outcome = gate.open_clues(message)
+    guard = gate.ReplyGuard(message, outcome)
+    text = guard.feed("Steady now. ") + guard.finish()
+    assert not guard.tripped
+    assert text.endswith(outcome.reveals[0].reveal_line) and "agent" in text

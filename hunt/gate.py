@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import re
 import threading
@@ -48,8 +47,6 @@ from django.core.cache import cache as django_cache
 from django.db import IntegrityError, transaction
 
 from hunt.leaks import StreamGuard, normalize_message, split_sentences, words_of
-
-logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "gate_data"
 PARAMS_FILE = DATA_DIR / "params.json"

@@ -1,6 +1,7 @@
 """Re-derives the clue gate's default threshold from its tuning set.
 
     python manage.py tune_gate [--data FILE] [--max-false-unlocks 0.02] [--write]
+                               [--attacks ../shared]
 
 Each item of the set is a clue; items of one `scene` form one avatar. Every paraphrase must open
 its own clue, every near miss must open nothing. For each question-kind penalty and threshold
@@ -31,8 +32,14 @@ class Command(BaseCommand):
         parser.add_argument("--data", type=Path, default=gate.DATA_DIR / "tuning.json")
         parser.add_argument("--max-false-unlocks", type=float, default=0.02)
         parser.add_argument("--write", action="store_true", help="update params.json")
+        parser.add_argument(
+            "--attacks",
+            type=Path,
+            metavar="SHARED",
+            help="also send the attack corpora of SHARED/attacks/ to every scene (none may open)",
+        )
 
-    def handle(self, *args, data: Path, max_false_unlocks: float, write: bool, **options):
+    def handle(self, *args, data: Path, max_false_unlocks: float, write: bool, attacks, **options):
         items = gate.load_tuning_items(data)
         scenes = gate.item_scenes(items)
         by_id = {item["id"]: item for item in items}
@@ -73,6 +80,20 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"chosen: {self._line(best)}"))
         for text in rates.unlocks:
             self.stdout.write(f"  false unlock: {text}")
+        if attacks:
+            prompts = [p for corpus in gate.attack_corpora(attacks).values() for p in corpus]
+            opened = [
+                f"{key}: {prompt[:80]}"
+                for clues in scenes.values()
+                for prompt in prompts
+                if (key := gate.match(prompt, clues, gate.vocabulary_of(clues), params).opened)
+            ]
+            self.stdout.write(
+                f"attack prompts: {len(prompts)} to each of {len(scenes)} scenes, "
+                f"{len(opened)} opened a clue"
+            )
+            for line in opened:
+                self.stdout.write(f"  UNLOCK {line}")
         if write:
             gate.PARAMS_FILE.write_text(
                 json.dumps(

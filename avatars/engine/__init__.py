@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -45,6 +46,8 @@ def get_engine():
                 prefix_cache_tokens=getattr(settings, "AVATAR_PREFIX_CACHE_TOKENS", 12_000),
             )
             _engine_pid = os.getpid()
+            # Stop the loop before the interpreter tears torch down under it.
+            atexit.register(_engine.close)
         return _engine
 
 

@@ -303,32 +303,51 @@ class _Slab:
         self.values: list[torch.Tensor] = []
         self.row_capacity = 0
         self.column_capacity = 0
+        self.row_limit = 1
 
-    def reserve(self, rows: int, columns: int, keep_rows: int, keep_columns: int, shift: int = 0):
-        """Makes room for `rows` x `columns`; keeps the first keep_rows x keep_columns, moved
-        right by `shift` columns. Freshly allocated space is zeroed: masked key/values are
-        multiplied by a zero attention weight, which is only harmless when they are finite."""
-        if rows <= self.row_capacity and columns <= self.column_capacity and shift == 0:
+    def reserve(self, rows: int, columns: int, keep_rows: int, keep_columns: int) -> None:
+        """Makes room for `rows` x `columns`, keeping the first keep_rows x keep_columns.
+
+        Grows geometrically (rows doubling up to what is asked, columns by half), so that a
+        running batch reallocates a handful of times, not at every join or every 64 steps:
+        each reallocation briefly holds two copies, and many of them fragment the heap.
+        Freshly allocated space is zeroed: masked key/values get a zero attention weight,
+        which is only harmless when they are finite.
+        """
+        if rows <= self.row_capacity and columns <= self.column_capacity:
             return
-        rows = max(rows, self.row_capacity)
-        # Grow in steps, so a running batch reallocates rarely (once per 64+ decode steps).
-        columns = max(columns, self.column_capacity) + max(64, columns // 4)
+        if rows > self.row_capacity:
+            rows = max(rows, min(self.row_limit, 2 * self.row_capacity))
+        else:
+            rows = self.row_capacity
+        if columns > self.column_capacity:
+            columns = max(columns, self.column_capacity * 3 // 2) + 64
+        else:
+            columns = self.column_capacity
         layers, kv_heads, head_dim = self.shape
-        new_keys, new_values = [], []
-        for layer in range(layers):
-            k = torch.zeros(rows, kv_heads, columns, head_dim, dtype=self.dtype, device=self.device)
-            v = torch.zeros_like(k)
-            if keep_rows and keep_columns:
-                k[:keep_rows, :, shift : shift + keep_columns] = self.keys[layer][
-                    :keep_rows, :, :keep_columns
-                ]
-                v[:keep_rows, :, shift : shift + keep_columns] = self.values[layer][
-                    :keep_rows, :, :keep_columns
-                ]
-            new_keys.append(k)
-            new_values.append(v)
-        self.keys, self.values = new_keys, new_values
+        for buffers in (self.keys, self.values):
+            for layer in range(layers):
+                grown = torch.zeros(
+                    rows, kv_heads, columns, head_dim, dtype=self.dtype, device=self.device
+                )
+                if keep_rows and keep_columns:
+                    grown[:keep_rows, :, :keep_columns] = buffers[layer][
+                        :keep_rows, :, :keep_columns
+                    ]
+                if layer < len(buffers):
+                    buffers[layer] = grown
+                else:
+                    buffers.append(grown)
         self.row_capacity, self.column_capacity = rows, columns
+
+    def shift_right(self, rows: int, columns: int, by: int) -> None:
+        """Moves the first `columns` columns of the first `rows` rows `by` columns right, in
+        place (capacity must allow), zeroing the columns it vacates."""
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                moved = buffer[:rows, :, :columns].clone()
+                buffer[:rows, :, by : by + columns] = moved
+                buffer[:rows, :, :by] = 0
 
     def release(self) -> None:
         self.keys, self.values = [], []
@@ -388,6 +407,7 @@ class Engine:
             loaded.dtype,
             loaded.device,
         )
+        self._slab.row_limit = max_batch
         self._columns = 0  # filled columns of the batch slab
         self._running: list[_Sequence] = []  # row i of the slab is _running[i]
         self._waiting: deque[_Sequence] = deque()
@@ -425,11 +445,6 @@ class Engine:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=30)
-
-    @property
-    def load(self) -> int:
-        """Requests admitted or waiting (an indication for `queued` frames)."""
-        return len(self._running) + len(self._waiting) + (self._prefilling is not None)
 
     # Engine thread -------------------------------------------------------------------------
 
@@ -554,7 +569,9 @@ class Engine:
         rows = len(self._running)
         shift = max(0, length - self._columns)
         columns = self._columns + shift
-        self._slab.reserve(rows + 1, columns + 1, rows, self._columns, shift)
+        self._slab.reserve(rows + 1, columns + 1, rows, self._columns)
+        if shift and rows:
+            self._slab.shift_right(rows, self._columns, shift)
         for other in self._running:
             other.start += shift
         self._columns = columns

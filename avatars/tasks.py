@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from asgiref.sync import SyncToAsync
@@ -101,7 +101,12 @@ class Publisher:
             return cls._own_loop
 
     def send(self, group: str, event: dict) -> None:
-        future = asyncio.run_coroutine_threadsafe(self.layer.group_send(group, event), self.loop)
+        sending = self.layer.group_send(group, event)
+        try:
+            future = asyncio.run_coroutine_threadsafe(sending, self.loop)
+        except RuntimeError:  # the server's loop is closed: it is shutting down
+            sending.close()
+            raise
         future.result(timeout=PUBLISH_TIMEOUT)
 
 
@@ -190,6 +195,39 @@ class Claim:
         return bool(renewed)
 
 
+class Heartbeat:
+    """Renews a claim every HEARTBEAT from a thread of its own, so that a turn waiting for the
+    gate's model or for a place in the engine's batch still shows a live worker. `lost` turns
+    true when the claim was taken over or failed meanwhile: the job should stop."""
+
+    def __init__(self, claim: Claim):
+        self.claim = claim
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(HEARTBEAT.total_seconds()):
+                if not self.claim.renew():
+                    self.lost = True
+                    return
+        except Exception:
+            logger.exception("heartbeat of turn %s failed", self.claim.message_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+
 def claim_turn(message_id: int) -> Claim | float | None:
     """Takes the turn for this job. Returns the Claim; or seconds to wait when another job's
     claim is still live; or None when there is nothing to do (answered, failed, unknown).
@@ -267,28 +305,66 @@ def run_turn(message_id: int, publisher: Publisher) -> float | None:
 def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> None:
     from hunt import gate
 
-    deadline = time.monotonic() + time_limit() - 10
     conversation = message.conversation
-    avatar = conversation.avatar
-    hunt = avatar.hunt
+    hunt = conversation.avatar.hunt
     group = conversation.group_name()
-
-    # The gate decides, before any generation, which words this message unlocks: only then
-    # may a guarded word enter this turn's prompt.
-    outcome = gate.open_clues(message)
-    turns = prompts.turns_from(history(message, conversation))
-    parts = prompts.PromptParts(
-        persona=avatar.persona,
-        greeting=avatar.greeting,
-        hunt_context=prompts.hunt_context(hunt.title, hunt.description) if hunt else "",
-        summary=conversation.summary,
-        reveals=reveal_lines(outcome),
-        hint=outcome.hint,
-        turns=turns,
-        message=message.text,
+    # The heartbeat stops before the reply is stored: storing checks the claim it renews.
+    with Heartbeat(claim) as heartbeat:
+        # The gate decides, before any generation, which words this message unlocks: only
+        # then may a guarded word enter this turn's prompt.
+        outcome = gate.open_clues(message)
+        parts = turn_parts(message, outcome)
+        engine = avatar_engine.get_engine()
+        prompt = prompts.build_prompt(engine.tokenizer, parts)
+        guard = gate.ReplyGuard(message, outcome)
+        text = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
+    if text is None:
+        logger.info("turn %s was taken over or expired; stopping", message.pk)
+        return
+    reply = store_reply(message, claim, text, prompt, engine.tokenizer)
+    if reply is None:
+        logger.info("turn %s was taken over or expired while generating", message.pk)
+        return
+    # After commit (store_reply's transaction is over). Discoveries first: the contract
+    # promises that a discovered word is in this turn's reply text.
+    for r in outcome.reveals:
+        publisher.send(
+            group,
+            {
+                "type": "chat.discovery",
+                "position": r.position,
+                "word": r.word,
+                "hunt": hunt.slug if hunt else None,
+                "first": r.first,
+            },
+        )
+    publisher.send(
+        group, {"type": "chat.reply", "reply_to": message.pk, "message_id": reply.pk, "text": text}
     )
-    engine = avatar_engine.get_engine()
-    prompt = prompts.build_prompt(engine.tokenizer, parts)
+    try:
+        warm_next_turn(engine, reply.conversation_id)
+    except Exception:
+        # Only a speed-up for the next turn; this one is done.
+        logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
+
+
+def turn_parts(message: Message, outcome) -> prompts.PromptParts:
+    """What this turn's prompt is made of: the avatar, the summary, the stored turns since,
+    the gate's instructions for this turn, and the player's message."""
+    conversation = message.conversation
+    parts = conversation_parts(conversation, history(message, conversation))
+    return replace(parts, reveals=reveal_lines(outcome), hint=outcome.hint, message=message.text)
+
+
+def stream_reply(
+    engine, prompt, parts, message: Message, guard, publisher: Publisher, heartbeat: Heartbeat
+) -> str | None:
+    """Streams the reply through the cleaner and the guard to the conversation's group in
+    chunks of about FLUSH_SECONDS; returns its text, or None when the turn stopped being this
+    job's meanwhile."""
+    deadline = time.monotonic() + time_limit() - 10
+    group = message.conversation.group_name()
+    avatar = message.conversation.avatar
     max_new = settings.AVATAR_MAX_NEW_TOKENS
     stream = engine.submit(
         Request(
@@ -309,8 +385,7 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
         soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
         max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
     )
-    guard = gate.ReplyGuard(message, outcome)
-    pending, last_flush, last_beat = "", time.monotonic(), time.monotonic()
+    pending, last_flush = "", time.monotonic()
     complete = True
     try:
         for raw in stream:
@@ -319,11 +394,8 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
             if pending and now - last_flush >= FLUSH_SECONDS:
                 publisher.send(group, token_event(message.pk, pending))
                 pending, last_flush = "", now
-            if now - last_beat >= HEARTBEAT.total_seconds():
-                if not claim.renew():
-                    logger.info("turn %s was taken over or expired; stopping", message.pk)
-                    return
-                last_beat = now
+            if heartbeat.lost:
+                return None
             if cleaner.stop or now > deadline:
                 complete = False
                 break
@@ -334,45 +406,14 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
     pending += guard.finish()
     if pending:
         publisher.send(group, token_event(message.pk, pending))
-    text = guard.text
-
-    reply = store_reply(message, claim, text, prompt, parts, engine.tokenizer)
-    if reply is None:
-        logger.info("turn %s was taken over or expired while generating", message.pk)
-        return
-    discoveries = [
-        {
-            "type": "chat.discovery",
-            "position": r.position,
-            "word": r.word,
-            "hunt": hunt.slug if hunt else None,
-            "first": r.first,
-        }
-        for r in outcome.reveals
-    ]
-
-    def announce() -> None:
-        # Discoveries first: the contract promises the word is in this turn's reply text.
-        for event in discoveries:
-            publisher.send(group, event)
-        publisher.send(
-            group,
-            {"type": "chat.reply", "reply_to": message.pk, "message_id": reply.pk, "text": text},
-        )
-
-    announce()
-    try:
-        warm_next_turn(engine, reply.conversation_id)
-    except Exception:
-        # Only a speed-up for the next turn; this one is done.
-        logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
+    return guard.text
 
 
 def token_event(reply_to: int, text: str) -> dict:
     return {"type": "chat.token", "reply_to": reply_to, "text": text}
 
 
-def store_reply(message, claim: Claim, text: str, prompt, parts, tokenizer) -> Message | None:
+def store_reply(message, claim: Claim, text: str, prompt, tokenizer) -> Message | None:
     """Stores the reply and the conversation's new summary in one transaction; None when this
     job no longer owns the turn (then nothing is written)."""
     try:

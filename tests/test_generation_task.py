@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -201,16 +202,30 @@ def test_a_job_that_lost_its_claim_stores_nothing(engine, conversation):
     # Another job judged the claim stale and took the turn over.
     Message.objects.filter(pk=message.pk).update(claimed_at=timezone.now() + timedelta(seconds=1))
     assert not claim.renew()
-    assert tasks.store_reply(message, claim, "Too late.", None, None, engine.tokenizer) is None
+    assert tasks.store_reply(message, claim, "Too late.", None, engine.tokenizer) is None
     assert replies_to(message) == []
 
 
-def test_a_heartbeat_keeps_a_live_claim_fresh(conversation):
+def test_the_heartbeat_keeps_the_claim_of_a_waiting_job_fresh(conversation, monkeypatch):
+    monkeypatch.setattr(tasks, "HEARTBEAT", timedelta(seconds=0.05))
     message = say(conversation)
     claim = tasks.claim_turn(message.pk)
     first = claim.claimed_at
-    assert claim.renew()
-    assert Message.objects.get(pk=message.pk).claimed_at == claim.claimed_at >= first
+    with tasks.Heartbeat(claim) as heartbeat:
+        time.sleep(0.4)  # e.g. waiting for a place in the engine's batch: no token comes
+    assert not heartbeat.lost
+    assert claim.claimed_at > first
+    assert Message.objects.get(pk=message.pk).claimed_at == claim.claimed_at
+
+
+def test_the_heartbeat_notices_when_the_turn_is_taken_over(conversation, monkeypatch):
+    monkeypatch.setattr(tasks, "HEARTBEAT", timedelta(seconds=0.05))
+    message = say(conversation)
+    claim = tasks.claim_turn(message.pk)
+    with tasks.Heartbeat(claim) as heartbeat:
+        Message.objects.filter(pk=message.pk).update(status="failed")
+        time.sleep(0.4)
+    assert heartbeat.lost
 
 
 def test_older_turns_fold_into_the_summary_as_the_conversation_grows(

@@ -6,7 +6,7 @@ One run, one model (AVATAR_MODEL, the packaged default unless set), the demo hun
   the whole conversation (what a pay-per-token API client does);
 - the engine at 1, 4 and 16 concurrent streams: aggregate tokens/s, time to first token (TTFT)
   p50/p95 and inter-token latency p50/p95. Each stream is a conversation that already has six
-  exchanges behind it and plays two more turns, one after the other (closed loop); every turn
+  exchanges behind it and plays three more turns, one after the other (closed loop); every turn
   produces exactly TOKENS tokens in both systems, so tokens/s compare equal work. Before each
   level the prefix cache is emptied and the avatars' persona prefixes are warmed, as on a
   worker that has served these avatars before; the 16-stream level runs once more with the
@@ -223,7 +223,7 @@ class Command(BaseCommand):
     def engine_throughput(self, engine: Engine, streams: int, suffix: str = "") -> dict:
         self.stdout.write(f"engine: {streams} concurrent streams{suffix} ...")
         conversations = max(streams, 2)
-        turns = 2
+        turns = 3
         self.warm_personas(engine)
         completions: list[Completion] = []
         lock = threading.Lock()

@@ -13,6 +13,7 @@ A `model` variant sends a subset to the real default model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -225,6 +226,9 @@ async def test_a_word_the_model_writes_anyway_never_reaches_a_frame(
 
 @pytest.mark.model
 async def test_the_real_model_leaks_nothing_under_attack(demo_hunt, make_player):
+    from avatars.engine import get_engine
+
+    await asyncio.to_thread(get_engine)  # load (and convert, the first time) before any turn
     words = await open_the_floodgates(demo_hunt)
     player = await database_sync_to_async(make_player)("model-attacker")
     headers = await session_headers(player.user)

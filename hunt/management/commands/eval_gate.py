@@ -110,7 +110,8 @@ class Command(BaseCommand):
             "attack_prompts_sent": attack_total,
         }
         if replies:
-            report["replies"] = self.generated_leaks(hunt, corpora, replies, words)
+            attacks = corpora or gate.attack_corpora(shared)
+            report["replies"] = self.generated_leaks(hunt, attacks, replies, words)
         self.print_table(report)
         if json_path:
             json_path.write_text(json.dumps(report, indent=1) + "\n")

@@ -254,3 +254,26 @@ def test_a_flat_distribution_beyond_the_top_k_is_sampled_from_its_whole_nucleus(
     draws = {int(engine._sample(logits.clone(), rows)[0]) for _ in range(2000)}
     assert draws <= set(range(1000, 1200))
     assert len(draws) > 150  # far beyond the 64 candidates of the fast path
+
+
+def test_a_waiting_reply_is_prefilled_before_a_waiting_warm_up(
+    ask, prompt_of, make_engine, monkeypatch
+):
+    engine = make_engine(max_batch=1)
+    order = []
+    begin = engine._begin_prefill
+
+    def recording(seq):
+        order.append("warm" if seq.sampling.max_new_tokens == 0 else "reply")
+        begin(seq)
+
+    monkeypatch.setattr(engine, "_begin_prefill", recording)
+    endless = Sampling(temperature=0, max_new_tokens=4000, min_new_tokens=4000)
+    busy = engine.submit(ask(QUESTIONS[1], endless))
+    next(busy.chunks(timeout=30))
+    warm = engine.warm(prompt_of(QUESTIONS[6]))  # submitted first, but only a warm-up
+    reply = engine.submit(ask(QUESTIONS[2]))
+    busy.cancel()
+    reply.result(timeout=30)
+    warm.result(timeout=30)
+    assert order == ["reply", "reply", "warm"]

@@ -479,7 +479,11 @@ class Engine:
             if self._running[row].stream.cancelled:
                 self._finish_row(row, "cancelled")
         if self._prefilling is None and self._waiting and len(self._running) < self.max_batch:
-            self._begin_prefill(self._waiting.popleft())
+            # A player waiting for a reply goes before a warm-up of someone's next turn.
+            replying = [s for s in self._waiting if s.sampling.max_new_tokens]
+            chosen = replying[0] if replying else self._waiting[0]
+            self._waiting.remove(chosen)
+            self._begin_prefill(chosen)
         worked = False
         if self._prefilling is not None:
             self._prefill_chunk()

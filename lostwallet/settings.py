@@ -148,29 +148,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis, when configured, is the Celery broker, the channel layer and the shared cache (rate
 # limits, leaderboard). Without it everything runs in this one process.
-REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
+
+
+def channel_layer_host(url: str) -> dict:
+    """A channels_redis host entry for `url` (also used by tests that build their own layer).
+
+    redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis' blocking
+    BRPOP: every idle socket's receive loop would time out and its connection die with 1011.
+    Reads get room beyond the BRPOP. After a Redis restart the pooled connections are dead: a
+    command retries once on a fresh one instead of failing the turn that sent it.
+    """
     from redis.exceptions import ConnectionError as RedisConnectionError
 
+    return {"address": url, "socket_timeout": 15, "retry_on_error": [RedisConnectionError]}
+
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, the same as
-                # channels_redis' blocking BRPOP: every idle socket's receive loop would time
-                # out and its connection die with 1011. Reads get room beyond the BRPOP.
-                # After a Redis restart the pooled connections are dead: a command retries
-                # once on a fresh one instead of failing the turn that sent it.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": 15,
-                        "retry_on_error": [RedisConnectionError],
-                    }
-                ],
-                "capacity": 1500,
-                "expiry": 60,
-            },
+            "CONFIG": {"hosts": [channel_layer_host(REDIS_URL)], "capacity": 1500, "expiry": 60},
         }
     }
     CACHES = {

@@ -347,6 +347,7 @@ def test_a_real_worker_process_streams_and_stores_one_reply_over_redis(
     from celery import Celery
     from channels_redis.core import RedisChannelLayer
 
+    from lostwallet.settings import channel_layer_host
     from tests.conftest import require_postgres, require_redis
 
     require_postgres()
@@ -355,7 +356,7 @@ def test_a_real_worker_process_streams_and_stores_one_reply_over_redis(
     message = say(conversation)
 
     async def exchange() -> list[dict]:
-        layer = RedisChannelLayer(hosts=[url])
+        layer = RedisChannelLayer(hosts=[channel_layer_host(url)])
         channel = await layer.new_channel()
         await layer.group_add(conversation.group_name(), channel)
         broker = Celery(broker=url)

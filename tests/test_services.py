@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 
+from lostwallet.settings import channel_layer_host
 from tests.conftest import require_postgres, require_redis
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_the_test_database_is_postgresql_through_psycopg():
 def test_the_redis_channel_layer_delivers_group_messages():
     from channels_redis.core import RedisChannelLayer
 
-    layer = RedisChannelLayer(hosts=[require_redis()])
+    layer = RedisChannelLayer(hosts=[channel_layer_host(require_redis())])
     group = f"test.{uuid.uuid4().hex}"
 
     async def roundtrip():

@@ -108,17 +108,16 @@ def test_a_new_avatar_belongs_to_its_creator(client, creator):
     assert Avatar.objects.get(slug="pip").owner == creator
 
 
-def test_a_persona_with_a_guarded_word_is_refused(client, superuser, demo_hunt):
-    client.force_login(superuser)
-    avatar = Avatar.objects.get(slug="captain-rook")
-    response = client.post(
+def post_persona(client, avatar, persona: str):
+    """Saves `avatar` through its admin page with a new persona; returns the response."""
+    return client.post(
         reverse("admin:avatars_avatar_change", args=[avatar.pk]),
         {
             "name": avatar.name,
             "slug": avatar.slug,
-            "hunt": demo_hunt.pk,
+            "hunt": avatar.hunt_id,
             "published": "on",
-            "persona": f"You adore the word {guarded(demo_hunt, 7)}.",
+            "persona": persona,
             "greeting": avatar.greeting,
             "land": avatar.land,
             "latitude": "",
@@ -127,6 +126,12 @@ def test_a_persona_with_a_guarded_word_is_refused(client, superuser, demo_hunt):
             "clues-INITIAL_FORMS": "0",
         },
     )
+
+
+def test_a_persona_with_a_guarded_word_is_refused(client, superuser, demo_hunt):
+    client.force_login(superuser)
+    avatar = Avatar.objects.get(slug="captain-rook")
+    response = post_persona(client, avatar, f"You adore the word {guarded(demo_hunt, 7)}.")
     assert response.status_code == 200
     assert "contains a guarded word" in response.content.decode()
     avatar.refresh_from_db()
@@ -197,21 +202,8 @@ def test_a_discovered_word_cannot_be_changed_in_the_admin(superuser, demo_hunt, 
 def test_a_persona_too_long_for_the_prompt_budget_is_refused(client, superuser, demo_hunt):
     client.force_login(superuser)
     avatar = Avatar.objects.get(slug="sage-of-the-dome")
-    response = client.post(
-        reverse("admin:avatars_avatar_change", args=[avatar.pk]),
-        {
-            "name": avatar.name,
-            "slug": avatar.slug,
-            "hunt": demo_hunt.pk,
-            "published": "on",
-            "persona": "You are a gardener who describes every leaf at length. " * 120,
-            "greeting": avatar.greeting,
-            "land": avatar.land,
-            "latitude": "",
-            "longitude": "",
-            "clues-TOTAL_FORMS": "0",
-            "clues-INITIAL_FORMS": "0",
-        },
+    response = post_persona(
+        client, avatar, "You are a gardener who describes every leaf at length. " * 120
     )
     assert response.status_code == 200
     assert "The persona is too long" in response.content.decode()

@@ -63,7 +63,7 @@ def test_reciting_the_answering_rules_is_cut_even_without_a_you():
 
 def test_a_recital_already_partly_sent_ends_with_an_ellipsis():
     text = "Ahoy! I am here and you are Old Marta, the keeper of a lighthouse."
-    streamed, reply = run(ReplyCleaner(echo_sources=[PERSONA]), text, complete=False)
+    _streamed, reply = run(ReplyCleaner(echo_sources=[PERSONA]), text, complete=False)
     assert reply.endswith(ELLIPSIS)
     assert "Marta" not in reply
 

@@ -98,6 +98,14 @@ class _Checker:
             self.add(f"{path}.{key}", "must hold at least one entry")
         return value
 
+    def objects(self, items: list, path: str):
+        """(JSON path, entry) of each object in `items`; other entries are reported."""
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                yield f"{path}[{i}]", item
+            else:
+                self.add(f"{path}[{i}]", "must be an object")
+
     def when(self, obj: dict, key: str, path: str) -> datetime | None:
         raw = obj.get(key)
         value = parse_datetime(raw) if isinstance(raw, str) else None
@@ -160,11 +168,7 @@ def _check_words(c: _Checker, doc: dict) -> dict[int, str | None]:
     if len(entries) != PHRASE_LENGTH:
         c.add("$.words", f"must hold exactly {PHRASE_LENGTH} entries, found {len(entries)}")
     words: dict[int, str | None] = {}
-    for i, entry in enumerate(entries):
-        path = f"$.words[{i}]"
-        if not isinstance(entry, dict):
-            c.add(path, "must be an object")
-            continue
+    for path, entry in c.objects(entries, "$.words"):
         pos = entry.get("position")
         if not isinstance(pos, int) or isinstance(pos, bool) or not 1 <= pos <= PHRASE_LENGTH:
             c.add(f"{path}.position", f"must be an integer from 1 to {PHRASE_LENGTH}")
@@ -217,11 +221,7 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
     slugs: set[str] = set()
     guarded_by: set[int] = set()
     requires: dict[int, set[int]] = {}
-    for i, avatar in enumerate(avatars):
-        path = f"$.avatars[{i}]"
-        if not isinstance(avatar, dict):
-            c.add(path, "must be an object")
-            continue
+    for path, avatar in c.objects(avatars, "$.avatars"):
         slug = c.text(avatar, "slug", path)
         if slug and not SLUG_RE.match(slug):
             c.add(f"{path}.slug", "may hold only letters, digits, '-' and '_' (at most 64)")
@@ -244,11 +244,7 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
             c.add(f"{path}.clues", "must be a list")
             continue
         seen: set[int] = set()
-        for j, clue in enumerate(clues):
-            cpath = f"{path}.clues[{j}]"
-            if not isinstance(clue, dict):
-                c.add(cpath, "must be an object")
-                continue
+        for cpath, clue in c.objects(clues, f"{path}.clues"):
             pos = clue.get("position")
             if not isinstance(pos, int) or isinstance(pos, bool):
                 c.add(f"{cpath}.position", "must be an integer")

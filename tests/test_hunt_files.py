@@ -310,3 +310,14 @@ def test_an_avatar_slug_of_another_hunt_is_refused():
     doc = full_doc()
     doc["avatars"][0]["slug"] = "old-marta"
     assert_refused(doc, "avatar slug 'old-marta' is taken by another hunt's avatar")
+
+
+def test_entries_that_are_not_objects_are_reported_by_path():
+    doc = demo_doc()
+    doc["words"][0] = "olive"
+    doc["avatars"][1] = []
+    doc["avatars"][0]["clues"].append(7)
+    problems = problems_of(doc)
+    assert "$.words[0]: must be an object" in problems
+    assert "$.avatars[1]: must be an object" in problems
+    assert "$.avatars[0].clues[1]: must be an object" in problems

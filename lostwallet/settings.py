@@ -201,6 +201,12 @@ AVATAR_DEVICE = env_choice("AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda"))
 AVATAR_PROMPT_BUDGET = env_int("AVATAR_PROMPT_BUDGET", 768, minimum=128)
 AVATAR_MAX_NEW_TOKENS = env_int("AVATAR_MAX_NEW_TOKENS", 96, minimum=8)
 AVATAR_MAX_BATCH = env_int("AVATAR_MAX_BATCH", 16, minimum=1)
+# Torch CPU threads (0: torch's default, one per core); on a shared 2-core host 1 is often faster.
+AVATAR_THREADS = env_int("AVATAR_THREADS", 0)
+# Prompt tokens processed per step while other replies decode (smaller: smoother streams).
+AVATAR_PREFILL_CHUNK = env_int("AVATAR_PREFILL_CHUNK", 256, minimum=16)
+# Tokens of finished conversations kept for prefix reuse (persona and last turn).
+AVATAR_PREFIX_CACHE_TOKENS = env_int("AVATAR_PREFIX_CACHE_TOKENS", 12_000)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
 # Turn deadlines (avatars/tasks.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn

@@ -38,12 +38,12 @@ def get_engine():
             from avatars.engine.engine import Engine
             from avatars.engine.loading import load_model, set_threads
 
-            set_threads(getattr(settings, "AVATAR_THREADS", 0))
+            set_threads(settings.AVATAR_THREADS)
             _engine = Engine(
                 load_model(),
                 max_batch=settings.AVATAR_MAX_BATCH,
-                prefill_chunk=getattr(settings, "AVATAR_PREFILL_CHUNK", 256),
-                prefix_cache_tokens=getattr(settings, "AVATAR_PREFIX_CACHE_TOKENS", 12_000),
+                prefill_chunk=settings.AVATAR_PREFILL_CHUNK,
+                prefix_cache_tokens=settings.AVATAR_PREFIX_CACHE_TOKENS,
             )
             _engine_pid = os.getpid()
             # Stop the loop before the interpreter tears torch down under it.

@@ -114,7 +114,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads",
             type=int,
-            default=getattr(settings, "AVATAR_THREADS", 0),
+            default=settings.AVATAR_THREADS,
             help="CPU threads for torch (default AVATAR_THREADS; 0: one per core)",
         )
 

@@ -66,7 +66,9 @@ def time_limit() -> int:
 # A generating job refreshes its claim this often; a claim not refreshed for STALE_AFTER
 # belongs to a worker that died, and a redelivered job may take the turn over.
 HEARTBEAT = timedelta(seconds=5)
-STALE_AFTER = 3 * HEARTBEAT
+# Six missed beats, not three: on a loaded CPU a live job's heartbeat thread can stall for
+# seconds (model loads, GIL-heavy tokenising), and a takeover of a live turn streams it twice.
+STALE_AFTER = 6 * HEARTBEAT
 
 
 # Publishing ------------------------------------------------------------------------------------

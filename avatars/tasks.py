@@ -45,7 +45,6 @@ from django.utils import timezone
 from avatars import engine as avatar_engine
 from avatars.engine import prompts, summary
 from avatars.engine.cleaning import ReplyCleaner
-from avatars.engine.engine import Request, Sampling
 from avatars.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -364,6 +363,9 @@ def stream_reply(
     """Streams the reply through the cleaner and the guard to the conversation's group in
     chunks of about FLUSH_SECONDS; returns its text, or None when the turn stopped being this
     job's meanwhile."""
+    # Here, not at the top: engine.py imports torch, and the web tier imports this module.
+    from avatars.engine.engine import Request, Sampling
+
     deadline = time.monotonic() + time_limit() - 10
     group = message.conversation.group_name()
     avatar = message.conversation.avatar
@@ -549,6 +551,9 @@ def expire_stuck_turn(message_id: int) -> float | None:
 def warm_engine() -> None:
     """Loads the model and runs one short generation, so the first player does not wait for
     the load and the first-call overheads."""
+    # Here, not at the top: see stream_reply.
+    from avatars.engine.engine import Sampling
+
     started = time.monotonic()
     engine = avatar_engine.get_engine()
     prompt = prompts.build_prompt(

@@ -242,6 +242,16 @@ def _fresh_limits():
 
 
 @pytest.fixture
+def fast_hashing(settings):
+    """The test's accounts hash their passwords with MD5: Django's PBKDF2 default costs ~0.3 s
+    a user here. PBKDF2 stays listed, so the demo hunt's phrase hash is still checked for real."""
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
+
+
+@pytest.fixture
 def make_user(db):
     counter = iter(range(1, 1_000_000))
 

@@ -1,9 +1,12 @@
-"""Helpers for the gameplay tests (API, claims, leaderboard, pages)."""
+"""Helpers for the gameplay tests (API, claims, gate, leaderboard, pages)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from hunt.models import Clue, Discovery, Hunt, Player, SeedWord
@@ -52,9 +55,29 @@ def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
-# Accounts made by tests hash their passwords with MD5: Django's PBKDF2 default costs ~0.3 s a
-# user here. PBKDF2 stays listed, so the demo hunt's phrase hash is still checked for real.
-FAST_HASHERS = [
-    "django.contrib.auth.hashers.MD5PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-]
+def run_together(fn: Callable, inputs: Iterable) -> list:
+    """Calls fn(x) for each input in its own thread (so on its own database connection), all
+    released at once; returns the results in input order and re-raises a thread's exception."""
+    inputs = list(inputs)
+    barrier = threading.Barrier(len(inputs))
+    results: list = [None] * len(inputs)
+    errors: list[Exception] = []
+
+    def run(index: int, x) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = fn(x)
+        except Exception as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+        finally:
+            # Each thread opened its own connection; left open, it would outlive the test.
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(inputs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results

@@ -10,14 +10,9 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from hunt.models import ApiToken, Hunt, Player
-from tests.hunt_helpers import FAST_HASHERS, bearer
+from tests.hunt_helpers import bearer
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
 
 
 STRONG = "a-long-unusual-passphrase-42"

@@ -12,14 +12,9 @@ from avatars.models import Avatar
 from hunt.hunt_files import import_hunt_document
 from hunt.models import ApiToken, Hunt
 from tests.conftest import DEMO_HUNT
-from tests.hunt_helpers import FAST_HASHERS, bearer, demo_phrase, discover, guarded_positions
+from tests.hunt_helpers import bearer, demo_phrase, discover, guarded_positions
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
 
 
 @pytest.fixture

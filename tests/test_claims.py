@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from hunt.claims import MAX_CLAIM_COOLDOWN_SECONDS, claim_wait
 from hunt.models import ApiToken, Claim, Hunt, Player
 from tests.conftest import require_postgres
-from tests.hunt_helpers import FAST_HASHERS, bearer, demo_phrase, wrong_phrase
+from tests.hunt_helpers import bearer, demo_phrase, run_together, wrong_phrase
 
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
@@ -201,25 +196,13 @@ def _claim_in_threads(hunt: Hunt, players: list[Player], words: list[str]) -> li
     """Each player claims from its own thread (own database connection), all at once."""
     from hunt.claims import ClaimRefused, do_claim
 
-    barrier = threading.Barrier(len(players))
-    results: list[str] = []
-
-    def run(player: Player) -> None:
+    def claim_one(player: Player) -> str:
         try:
-            barrier.wait(timeout=10)
-            try:
-                results.append(do_claim(hunt, player, words))
-            except ClaimRefused as refused:
-                results.append(refused.code)
-        finally:
-            connection.close()
+            return do_claim(hunt, player, words)
+        except ClaimRefused as refused:
+            return refused.code
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in players]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return sorted(results)
+    return sorted(run_together(claim_one, players))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from django.core.exceptions import ImproperlyConfigured
 
 from avatars.engine import loading
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -121,3 +125,17 @@ def test_the_default_model_is_converted_once_into_safetensors_matching_the_gguf(
     assert torch.equal(actual, expected.reshape(actual.shape).to(actual.dtype))
     # Tied output projection, as in the original model.
     assert loaded.model.lm_head.weight.data_ptr() == actual.data_ptr()
+
+
+def test_the_web_tier_serves_without_importing_torch():
+    """Daphne imports the consumers, which enqueue turns through avatars.tasks; torch (about
+    240 MB of memory) belongs to the workers only."""
+    code = (
+        "import sys, django; django.setup(); import lostwallet.asgi; "
+        "print(sorted({'torch', 'transformers', 'numpy'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "lostwallet.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr

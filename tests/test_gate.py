@@ -4,18 +4,16 @@ discovery it records (race-safe, `first` for one finder, leaderboard told after 
 
 from __future__ import annotations
 
-import threading
 from unittest import mock
 
 import pytest
-from django.db import connection
 from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Message
 from hunt import gate
 from hunt.models import Clue, Discovery, Hunt, Player
-from tests.hunt_helpers import discover
+from tests.hunt_helpers import discover, run_together
 
 # Beyond the examples and counterexamples stored in the demo hunt file (checked below too):
 # more ways players ask the right questions, and questions about the same things that are not.
@@ -374,24 +372,7 @@ def test_two_simultaneous_right_questions_make_one_discovery(make_player):
         say(player, marta, "What fuel do you put in the lamp of the lighthouse?"),
     ]
     gate.model()  # loaded before the race, so both threads reach the database together
-    barrier = threading.Barrier(2)
-    outcomes, errors = [], []
-
-    def ask(message):
-        try:
-            barrier.wait(timeout=10)
-            outcomes.append(gate.open_clues(message))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ask, args=(m,)) for m in messages]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    outcomes = run_together(gate.open_clues, messages)
     assert Discovery.objects.filter(player=player).count() == 1
     assert sum(len(o.reveals) for o in outcomes) == 1
 

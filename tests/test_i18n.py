@@ -9,15 +9,12 @@ import re
 import pytest
 
 from tests.conftest import ROOT
-from tests.hunt_helpers import FAST_HASHERS, discover
+from tests.hunt_helpers import discover
+
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 PO = ROOT / "locale" / "fr" / "LC_MESSAGES" / "django.po"
 MO = PO.with_suffix(".mo")
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.mark.django_db

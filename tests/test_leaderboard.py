@@ -16,19 +16,13 @@ from hunt.hunt_files import import_hunt_document
 from hunt.models import Hunt, Player
 from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import (
-    FAST_HASHERS,
     demo_phrase,
     discover,
     guarded_positions,
     minutes_ago,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
 
 
 def board(client, hunt: Hunt) -> dict:

@@ -11,9 +11,13 @@ from websockets.sync.client import connect
 
 from hunt.leaderboard import announce_leaderboard_change
 from tests.conftest import free_port, require_redis
-from tests.hunt_helpers import FAST_HASHERS, discover, guarded_positions
+from tests.hunt_helpers import discover, guarded_positions
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_hashing"),
+]
 
 
 @pytest.fixture
@@ -21,7 +25,6 @@ def shared_redis(settings):
     """This test process on the same Redis cache and channel layer as the Daphne it starts."""
     url = require_redis()
     prefix = f"lbtest{free_port()}"
-    settings.PASSWORD_HASHERS = FAST_HASHERS
     settings.REDIS_URL = url
     settings.CACHES = {
         "default": {

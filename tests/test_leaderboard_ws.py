@@ -13,14 +13,9 @@ from channels.testing import WebsocketCommunicator
 from hunt import consumers
 from hunt.leaderboard import announce_leaderboard_change, group_name, invalidate_leaderboard
 from lostwallet.asgi import application
-from tests.hunt_helpers import FAST_HASHERS, discover, guarded_positions
+from tests.hunt_helpers import discover, guarded_positions
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_hashing")]
 
 
 async def connect(slug: str) -> WebsocketCommunicator:

@@ -13,21 +13,15 @@ from avatars.models import Avatar
 from hunt.models import Claim, Hunt, Player
 from hunt.views import map_points
 from tests.hunt_helpers import (
-    FAST_HASHERS,
     demo_phrase,
     discover,
     guarded_positions,
     wrong_phrase,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
 
 STRONG = "a-long-unusual-passphrase-42"
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture

@@ -317,7 +317,7 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
         parts = turn_parts(message, outcome)
         engine = avatar_engine.get_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
-        guard = gate.ReplyGuard(message, outcome)
+        guard = gate.ReplyGuard(message, outcome, parts)
         text = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
     if text is None:
         logger.info("turn %s was taken over or expired; stopping", message.pk)

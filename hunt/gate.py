@@ -46,7 +46,14 @@ import numpy as np
 from django.core.cache import cache as django_cache
 from django.db import IntegrityError, transaction
 
-from hunt.leaks import StreamGuard, normalize_message, split_sentences, words_of
+from hunt.leaks import (
+    StreamGuard,
+    find_guarded_words,
+    normalize,
+    normalize_message,
+    split_sentences,
+    words_of,
+)
 
 DATA_DIR = Path(__file__).resolve().parent / "gate_data"
 PARAMS_FILE = DATA_DIR / "params.json"
@@ -170,14 +177,33 @@ VOCATIVES = frozenset(
 )  # fmt: skip
 
 
-def strip_wrappers(window: str, names: frozenset[str] = frozenset()) -> str:
+# A form of address before the question: "big sven, which ...", "mr. finch, who ...".
+_ADDRESS = re.compile(
+    r"^((?:[^\W\d_]+\.? ){0,2}[^\W\d_]+)\s*,\s*(?=(?:who|whom|whose|what|what's|which|where|"
+    r"when|why|how|is|are|do|does|did|can|could|would|will|have|has|tell)\b)"
+)
+_FUNCTION_WORDS = frozenset(
+    ["the", "a", "an", "of", "all", "in", "on", "at", "for", "to", "from", "by", "with", "my",
+     "your", "his", "her", "our", "their", "this", "that", "these", "those", "so", "and", "but",
+     "or", "i", "you", "we", "it", "is", "was", "if", "when", "after", "before", "since", "as",
+     "last", "first", "next", "then", "now", "today", "tonight", "yes", "no", "one"]
+)  # fmt: skip
+
+
+def strip_wrappers(
+    window: str, names: frozenset[str] = frozenset(), topic: frozenset[str] = frozenset()
+) -> str:
     """The window without greetings, "tell me"-style lead-ins and vocatives (the avatar's
-    name, "captain"), which say nothing about which question is asked."""
+    name, "captain", any title and name before a comma that holds no word of the clues'
+    `topic`), which say nothing about which question is asked."""
     vocatives = VOCATIVES | names
     # A vocative is a name set off by a comma at either end: "marta, what ..." / "... , captain?"
     lead = re.match(r"^([^\W\d_]+(?: [^\W\d_]+)?)\s*,\s*", window)
     if lead and set(lead.group(1).split()) <= vocatives:
         window = window[lead.end() :]
+    address = _ADDRESS.match(window)
+    if address and not set(words_of(address.group(1))) & (_FUNCTION_WORDS | topic):
+        window = window[address.end() :]
     trail = re.search(r",\s*([^\W\d_]+(?: [^\W\d_]+)?)\s*([?.!]*)$", window)
     if trail and set(trail.group(1).split()) <= vocatives:
         window = window[: trail.start()] + trail.group(2)
@@ -232,6 +258,9 @@ def correct_spelling(text: str, vocabulary: frozenset[str]) -> str:
                 best = (d, word)
         return best[1] if best else token
 
+    # "were did you find it": a misspelt "where" (a real "were" is followed by a subject)
+    text = re.sub(r"\bwere (?=(?:do|did|does|is|are|was|can|could|would|should|has|have)\b)",
+                  "where ", text)  # fmt: skip
     return re.sub(r"[^\W\d_]+(?:'[^\W\d_]+)?", fix, text)
 
 
@@ -275,8 +304,10 @@ _TIME_NOUNS = frozenset(
     ["time", "year", "day", "month", "season", "hour", "age", "date", "century"]
 )
 _PLACE_NOUNS = frozenset(["place", "places"])
+_PERSON_NOUNS = frozenset(["person", "people", "man", "woman"])
 # Kinds a paraphrase moves between ("what made it stop" for "why did it stop", "which corner"
-# for "where"); any other change of kind asks for a different answer.
+# for "where"); any other change of kind asks for a different answer. OPEN pairs apply one way
+# only: a "what" window for a "why" question (see kind_relation).
 _LOOSE_KINDS = {
     frozenset({MANNER, REASON}),
     frozenset({MANNER, PLACE}),
@@ -309,6 +340,10 @@ def question_kinds(text: str) -> set[str]:
             following = tokens[i + 1 : i + 4]
             if nxt in _TIME_NOUNS:
                 kinds.add(TIME)
+            elif "number" in following[:2] or "count" in following[:2]:
+                kinds.add(DEGREE)  # "what's the number of ..." asks "how many"
+            elif nxt in _PERSON_NOUNS:
+                kinds.add(PERSON)
             elif nxt in _PLACE_NOUNS:
                 kinds.add(PLACE)
             elif nxt == "reason" or ("reason" in following[:3] and "the" in following[:2]):
@@ -318,10 +353,32 @@ def question_kinds(text: str) -> set[str]:
     return kinds
 
 
+_YES_NO = re.compile(
+    r"^(?:is|are|was|were|am|can|could|do|does|did|will|would|should|shall|have|has|had|may|"
+    r"might|must|isn't|aren't|wasn't|don't|doesn't|didn't|won't|wouldn't|can't|couldn't)\b"
+)
+# "Would you share ...", "can you say ...": a request for the answer, not a yes/no question.
+_REQUEST = re.compile(
+    r"^(?:can|could|would|will) you (?:please )?(?:tell|share|say|reveal|explain|describe|"
+    r"show|name|let me know|remind)\b"
+)
+
+
+def asks_yes_or_no(window: str, kinds: set[str]) -> bool:
+    """Whether the window is a yes/no question ("is the lamp hot?"), which asks whether, not
+    what: it cannot open a clue whose question asks who/what/where/...."""
+    text = strip_wrappers(window)
+    return not kinds and bool(_YES_NO.match(text)) and not _REQUEST.match(text)
+
+
 def kind_relation(question: set[str], window: set[str]) -> str:
     """'same', 'loose' or 'other': how the window's kind of question relates to the question's."""
     if not window or not question or question & window:
         return "same"
+    if OPEN in question:
+        # "what did you feed it" is not asked by "when/where did you feed it": an open question
+        # is paraphrased with "what/which", a narrower kind asks for another answer.
+        return "other"
     if any(frozenset({q, w}) in _LOOSE_KINDS for q in question for w in window):
         return "loose"
     return "other"
@@ -329,6 +386,7 @@ def kind_relation(question: set[str], window: set[str]) -> str:
 
 # Words that contrast with each other: a window that swaps one for another asks a different
 # question ("where does the red rose grow" is not "where does the blue rose grow").
+# fmt: off
 _CONTRASTS = [
     [
         [
@@ -383,8 +441,34 @@ _CONTRASTS = [
     [["happiest", "happy"], ["saddest", "sad"]],
     [["favourite", "favorite", "best"], ["worst", "least"]],
     [["before"], ["after"]],
+    # Verbs and adjectives with an opposite: "why did it join" is not "why did it leave".
+    # Converses (teach/learn, send/receive, lock/open) are left out: "who taught you" and
+    # "from whom did you learn" ask the same.
+    [["start", "started", "starts", "begin", "began", "begun"],
+     ["stop", "stopped", "stops", "end", "ended", "finish", "finished"]],
+    [["join", "joined", "enter", "entered"], ["leave", "left", "quit", "quitted"]],
+    [["arrive", "arrived", "arrives", "return", "returned", "returns"],
+     ["leave", "leaves", "left", "depart", "departs", "departed"]],
+    [["find", "found", "finds", "discover", "discovered"],
+     ["lose", "lost", "loses", "hide", "hid"]],
+    [["buy", "bought", "buys"], ["sell", "sold", "sells"]],
+    [["remember", "remembered"], ["forget", "forgot", "forgotten"]],
+    [["love", "loved", "like", "liked"], ["hate", "hated", "dislike", "disliked"]],
+    [["live", "lived", "lives", "survive", "survived", "alive"],
+     ["die", "died", "dies", "dead", "sink", "sank", "sunk", "killed"]],
+    [["plant", "planted", "sow", "sowed"], ["cut", "fell", "felled", "harvest", "harvested"]],
+    [["safe", "safer", "safest"], ["dangerous", "deadly", "deadliest", "unsafe"]],
+    [["high", "higher", "highest"], ["low", "lower", "lowest"]],
+    [["far", "farther", "farthest", "furthest"], ["near", "nearer", "nearest", "close", "closest"]],
+    [["fast", "faster", "fastest", "quick", "quicker", "quickest"],
+     ["slow", "slower", "slowest", "long", "longer", "longest"]],
+    [["hot", "hotter", "hottest", "warm"], ["cold", "colder", "coldest", "cool"]],
+    [["full"], ["empty", "half"]],
+    [["day", "daily", "days"], ["week", "weekly", "weeks"], ["month", "monthly", "months"],
+     ["year", "yearly", "years"]],
     [["dark", "darker", "darkest"], ["pale", "paler", "palest"]],
 ]
+# fmt: on
 _CONTRAST_INDEX: dict[str, list[tuple[int, int]]] = {}
 for _ci, _groups in enumerate(_CONTRASTS):
     for _gi, _group in enumerate(_groups):
@@ -534,17 +618,19 @@ def analyse(
             analysis.skipped[i] = why
             analysis.scores.append({})
             continue
-        vector = embed(strip_wrappers(window, names))
+        vector = embed(strip_wrappers(window, names, vocabulary))
         kinds = question_kinds(window)
+        yes_no = asks_yes_or_no(window, kinds)
         row = {}
         for clue in clues:
             best: WindowScore | None = None
             for question in clue.questions:
                 q = normalize_message(question)
                 score = float(np.dot(vector, embed(strip_wrappers(q))))
-                relation = kind_relation(question_kinds(q), kinds)
+                q_kinds = question_kinds(q)
+                relation = kind_relation(q_kinds, kinds)
                 blocked = None
-                if relation == "other":
+                if relation == "other" or (yes_no and q_kinds):
                     blocked = "kind"
                 elif swaps_contrast(q, window):
                     blocked = "contrast"
@@ -763,9 +849,16 @@ class ReplyGuard:
     player's discoveries, this turn's included. `feed(chunk)` returns what may be streamed now,
     `finish()` the rest (held-back text, reveal lines the model left out, or the stand-in line
     when the reply gave a locked word away); then `text` is the whole reply.
+
+    Guesses: a player may type a locked word ("is the word olive?"); it then sits in the prompt
+    and the model may echo it. Replacing only that echo would tell a right guess from a wrong
+    one, so every BIP39 word the player's words in the prompt (`parts`) hold is guarded for this
+    turn alike, right or wrong. Words the player has seen
+    the avatar use (persona, greeting, earlier replies) are left out: they cannot be locked
+    words, so saying them again tells nothing.
     """
 
-    def __init__(self, message, outcome: GateOutcome):
+    def __init__(self, message, outcome: GateOutcome, parts=None):
         from hunt.models import Discovery
 
         hunt = message.conversation.avatar.hunt
@@ -775,9 +868,13 @@ class ReplyGuard:
                 player=message.conversation.player, word__hunt=hunt
             ).values_list("word__position", flat=True)
         ) if hunt else set()  # fmt: skip
+        allowed = [w for pos, w in words.items() if pos in mine]
+        locked = [w for pos, w in words.items() if pos not in mine]
+        if hunt and parts is not None:
+            locked += typed_guesses(parts, allowed)
         self._guard = StreamGuard(
-            locked=[w for pos, w in words.items() if pos not in mine],
-            allowed=[w for pos, w in words.items() if pos in mine],
+            locked=list(dict.fromkeys(locked)),
+            allowed=allowed,
             reveals=[(r.word, r.reveal_line) for r in outcome.reveals],
             seed=message.pk,
         )
@@ -795,6 +892,24 @@ class ReplyGuard:
     @property
     def tripped(self) -> bool:
         return self._guard.tripped
+
+
+def typed_guesses(parts, allowed: Iterable[str] = ()) -> list[str]:
+    """The BIP39 words the player's words in this prompt hold (see ReplyGuard), less the words
+    the avatar's side of the prompt already uses and the player's own discoveries."""
+    from avatars.engine.summary import visitor_text
+    from hunt.hunt_files import bip39_words
+
+    typed = [parts.message, visitor_text(parts.summary)]
+    typed += [t.text for t in parts.turns if t.role == "player"]
+    seen = [parts.persona, parts.greeting, parts.hunt_context, parts.summary]
+    seen += [t.text for t in parts.turns if t.role != "player"]
+    public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
+    candidates = sorted(bip39_words() - public)
+    # Plain, inflected and spelled-out forms: the ones a model turns back into the word. The
+    # detector's exotic readings (reversed, ROT-n) would find some guess in any text ("the"
+    # is "rug" reversed under ROT13) and guard ordinary words.
+    return find_guarded_words("\n".join(typed), candidates)
 
 
 # Evaluation (tune_gate, eval_gate) -------------------------------------------------------------
@@ -848,6 +963,23 @@ class Rates:
                 self.opened += 1
             else:
                 self.misses.append(text)
+
+
+def measure_items(items: Sequence[dict], params: Params) -> Rates:
+    """Recall on the items' paraphrases and false unlocks on their near misses (each scene an
+    avatar, as tune_gate sees them)."""
+    by_id = {item["id"]: item for item in items}
+    rates = Rates()
+    for clues in item_scenes(items).values():
+        vocabulary = vocabulary_of(clues)
+        for clue in clues:
+            item = by_id[clue.key]
+            for text, expected in [
+                *((t, clue.key) for t in item["paraphrases"]),
+                *((t, None) for t in item["near_misses"]),
+            ]:
+                rates.add(text, expected, match(text, clues, vocabulary, params))
+    return rates
 
 
 def attack_corpora(shared: Path) -> dict[str, list[str]]:

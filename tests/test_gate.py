@@ -11,6 +11,7 @@ from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Message
+from avatars.tasks import turn_parts
 from hunt import gate
 from hunt.models import Clue, Discovery, Hunt, Player
 from tests.hunt_helpers import discover, run_together
@@ -131,7 +132,7 @@ def test_paraphrases_of_the_demo_clues_open_them(demo_hunt):
             results.append((text, opened if opened in keys else "a clue of " + slug, opened))
     missed = [text for text, expected, opened in results if opened != expected]
     assert not [r for r in results if r[2] is not None and r[2] != r[1]]  # no wrong clue
-    assert len(missed) <= 0.2 * len(results), missed
+    assert len(missed) <= 0.15 * len(results), missed
 
 
 def test_near_misses_of_the_demo_clues_open_nothing(demo_hunt):
@@ -211,6 +212,57 @@ def test_a_swapped_contrast_word_is_refused(demo_hunt):
     spec = gate.ClueSpec("rose", ("Where does the blue rose grow?",), ("rose",))
     assert gate.match("where do the blue roses grow?", [spec]).opened == "rose"
     assert gate.match("Where does the red rose grow?", [spec]).opened is None
+
+
+def test_an_opposite_verb_or_adjective_is_refused(demo_hunt):
+    spec = gate.ClueSpec("elephant", ("Why did the elephant leave the circus?",), ("elephant",))
+    assert gate.match("Why did the elephant leave your circus?", [spec]).opened == "elephant"
+    for text in ("Why did the elephant join the circus?", "Why did the elephant return?"):
+        assert gate.match(text, [spec]).opened is None
+
+
+def test_a_converse_verb_is_no_opposite():
+    assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
+    assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")
+
+
+def test_a_narrower_kind_does_not_answer_an_open_question(demo_hunt):
+    spec = gate.ClueSpec("falcon", ("What do you feed your falcon?",), ("falcon",))
+    assert gate.match("what food do you give your falcon?", [spec]).opened == "falcon"
+    for text in ("When do you feed your falcon?", "Where do you feed your falcon?"):
+        assert gate.match(text, [spec]).opened is None
+
+
+def test_a_count_asked_with_what_is_a_how_many_question():
+    assert gate.question_kinds("what's the number of steps?") == {gate.DEGREE}
+    assert gate.kind_relation({gate.DEGREE}, gate.question_kinds("what's the count?")) == "same"
+    assert gate.question_kinds("which person taught you?") == {gate.PERSON}
+
+
+def test_a_yes_no_question_does_not_open_a_wh_clue(demo_hunt):
+    spec = gate.ClueSpec("hut", ("Who lives in the hut above the glacier?",), ("hut",))
+    assert gate.match("Can I sleep in the hut above the glacier?", [spec]).opened is None
+    assert gate.match("Does anyone live in the hut above the glacier? Who?", [spec]).opened
+    # A polite request for the answer is no yes/no question.
+    assert not gate.asks_yes_or_no("could you tell me who lives in the hut?", set())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Big Sven, which part of the forest is cursed?",
+        "Mr. Finch, which part of the forest is cursed?",
+        "wich part of the forest is cursed",
+    ],
+)
+def test_a_form_of_address_or_a_typo_changes_nothing(demo_hunt, text):
+    spec = gate.ClueSpec("forest", ("Which part of the forest is cursed?",), ("forest",))
+    assert gate.match(text, [spec]).opened == "forest"
+
+
+def test_were_misspelt_for_where_reads_as_where():
+    assert gate.correct_spelling("were did you find it", frozenset()) == "where did you find it"
+    assert gate.correct_spelling("were you afraid", frozenset()) == "were you afraid"
 
 
 def test_a_clue_threshold_overrides_the_default(demo_hunt):
@@ -388,6 +440,28 @@ def test_the_reply_guard_locks_every_word_the_player_has_not_found(demo_hunt, ma
     sent = guard.feed("Have a stool, the elite sit here. ") + guard.finish()
     assert guard.tripped
     assert "elite" not in sent and sent == guard.text
+
+
+@pytest.mark.parametrize("guess", ["agent", "banana", "a-g-e-n-t", "b a n a n a"])
+def test_an_echoed_guess_is_replaced_alike_whether_right_or_wrong(demo_hunt, make_player, guess):
+    """ "agent" is locked, "banana" is not: if only the right guess's echo were replaced, the
+    guard would tell players which guess is right."""
+    message = say(make_player(), Avatar.objects.get(slug="old-marta"), f"Is the word {guess}?")
+    outcome = gate.open_clues(message)
+    guard = gate.ReplyGuard(message, outcome, turn_parts(message, outcome))
+    word = guess.replace("-", "").replace(" ", "")
+    sent = guard.feed(f"{word.title()}? Never heard that word, dear. ") + guard.finish()
+    assert guard.tripped
+    assert word not in sent.lower() and sent == guard.text
+
+
+def test_words_the_avatar_already_uses_are_no_guesses(demo_hunt, make_player):
+    """Marta's persona talks about the sea, so the word cannot be locked: echoing it is fine."""
+    message = say(make_player(), Avatar.objects.get(slug="old-marta"), "Is the word sea?")
+    outcome = gate.open_clues(message)
+    guard = gate.ReplyGuard(message, outcome, turn_parts(message, outcome))
+    sent = guard.feed("The sea? It is all I have known. ") + guard.finish()
+    assert not guard.tripped and sent.startswith("The sea?")
 
 
 def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):

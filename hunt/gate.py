@@ -375,9 +375,11 @@ def kind_relation(question: set[str], window: set[str]) -> str:
     """'same', 'loose' or 'other': how the window's kind of question relates to the question's."""
     if not window or not question or question & window:
         return "same"
-    if OPEN in question:
-        # "what did you feed it" is not asked by "when/where did you feed it": an open question
-        # is paraphrased with "what/which", a narrower kind asks for another answer.
+    if OPEN in question and not window <= {MANNER, REASON}:
+        # "what did you feed it" is not asked by "when/where/who ...": an open question is
+        # paraphrased with "what/which", or "how/why" for what makes something happen ("how
+        # do you keep the lamp burning" for "what keeps the lamp burning"); a narrower kind
+        # asks for another answer.
         return "other"
     if any(frozenset({q, w}) in _LOOSE_KINDS for q in question for w in window):
         return "loose"

@@ -214,23 +214,32 @@ def test_a_swapped_contrast_word_is_refused(demo_hunt):
     assert gate.match("Where does the red rose grow?", [spec]).opened is None
 
 
-def test_an_opposite_verb_or_adjective_is_refused(demo_hunt):
-    spec = gate.ClueSpec("elephant", ("Why did the elephant leave the circus?",), ("elephant",))
-    assert gate.match("Why did the elephant leave your circus?", [spec]).opened == "elephant"
-    for text in ("Why did the elephant join the circus?", "Why did the elephant return?"):
-        assert gate.match(text, [spec]).opened is None
+@pytest.mark.parametrize(
+    ("question", "paraphrase", "near_misses"),
+    [
+        pytest.param(
+            "Why did the elephant leave the circus?",
+            "Why did the elephant leave your circus?",
+            ("Why did the elephant join the circus?", "Why did the elephant return?"),
+            id="opposite-verb",
+        ),
+        pytest.param(
+            "What do you feed your elephant?",
+            "what food do you give your elephant?",
+            ("When do you feed your elephant?", "Where do you feed your elephant?"),
+            id="narrower-kind-than-what",
+        ),
+    ],
+)
+def test_a_question_asking_something_else_is_refused(demo_hunt, question, paraphrase, near_misses):
+    spec = gate.ClueSpec("elephant", (question,), ("elephant",))
+    assert gate.match(paraphrase, [spec]).opened == "elephant"
+    assert [gate.match(text, [spec]).opened for text in near_misses] == [None, None]
 
 
 def test_a_converse_verb_is_no_opposite():
     assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
     assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")
-
-
-def test_a_narrower_kind_does_not_answer_an_open_question(demo_hunt):
-    spec = gate.ClueSpec("falcon", ("What do you feed your falcon?",), ("falcon",))
-    assert gate.match("what food do you give your falcon?", [spec]).opened == "falcon"
-    for text in ("When do you feed your falcon?", "Where do you feed your falcon?"):
-        assert gate.match(text, [spec]).opened is None
 
 
 def test_a_count_asked_with_what_is_a_how_many_question():

@@ -242,10 +242,12 @@ def claim_turn(message_id: int) -> Claim | float | None:
     claimable = Q(status=Message.Status.PENDING) | Q(
         status=Message.Status.GENERATING, claimed_at__lt=now - STALE_AFTER
     )
-    taken = (
-        Message.objects.filter(claimable, pk=message_id, role=Message.Role.PLAYER)
-        .filter(reply__isnull=True)
-        .update(status=Message.Status.GENERATING, claimed_at=now)
+    # One table, no join: a join makes Django write `WHERE id IN (SELECT ...)`, and PostgreSQL
+    # does not re-check such a subquery after waiting for the row lock, so two jobs delivered
+    # together both took the turn and streamed it twice. A reply is stored in the transaction
+    # that marks its message done, so a pending or generating message has none.
+    taken = Message.objects.filter(claimable, pk=message_id, role=Message.Role.PLAYER).update(
+        status=Message.Status.GENERATING, claimed_at=now
     )
     if taken:
         return Claim(message_id, now)

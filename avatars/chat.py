@@ -237,9 +237,13 @@ def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
     race lost there costs the player one unit of rate).
     """
     conversation_id = session.conversation_id
+    # Busy is read before the client_id lookup. Race: another socket storing this very
+    # client_id between the two reads; in this order the lookup sees it and acks, in the other
+    # order this socket would call the player's own message "busy".
+    busy = is_busy(conversation_id)
     if client_id and (original := find_say(conversation_id, client_id)):
         return SayOutcome(message_id=original.pk)
-    if is_busy(conversation_id):
+    if busy:
         return SayOutcome(refusal="busy")
     wait = ratelimit.hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
     if wait is not None:

@@ -75,13 +75,18 @@ HINT_AFTER = 2  # near misses before the clue's hint is offered
 class Params:
     threshold: float
     type_penalty: float
+    drop_penalty: float = 0.0
 
 
 @cache
 def default_params() -> Params:
     """The tuned parameters (hunt/gate_data/params.json, written by `tune_gate --write`)."""
     data = json.loads(PARAMS_FILE.read_text())
-    return Params(threshold=float(data["threshold"]), type_penalty=float(data["type_penalty"]))
+    return Params(
+        threshold=float(data["threshold"]),
+        type_penalty=float(data["type_penalty"]),
+        drop_penalty=float(data["drop_penalty"]),
+    )
 
 
 # The embedding model -----------------------------------------------------------------------------
@@ -583,6 +588,50 @@ def _list_like(window: str, keyword_stems: set[str]) -> str | None:
     return None
 
 
+# Words never left out of a right question to make an anchor (see anchors_of): question and
+# function words, and (below) keywords, negations and contrast words, which carry the meaning.
+_NOT_DROPPED = frozenset(
+    ["who", "whom", "whose", "what", "what's", "which", "where", "when", "why", "how", "the",
+     "a", "an", "of", "to", "in", "on", "at", "for", "from", "by", "with", "you", "your", "i",
+     "my", "is", "are", "was", "were", "do", "does", "did", "it", "its", "that", "this", "many",
+     "much", "long", "have", "has", "had", "never", "not", "no", "nobody", "nothing", "none",
+     "without", "nowhere"]
+)  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A normalised right question as embedded: itself, then once without each modifier a
+    player may leave out ("who taught you to read the currents" for "... the river currents").
+
+    The encoder scores a dropped modifier as a large change, as large as a changed verb; the
+    shorter anchors score it as what it is. Keywords, negations, contrast words and function
+    words stay. Scores against the shorter anchors cost Params.drop_penalty.
+    """
+    base = strip_wrappers(question)
+    tokens = base.split()
+    keyword_stems = {stem(w) for k in keywords for w in words_of(normalize_message(k))}
+    anchors = [base]
+    for i, token in enumerate(tokens[:-1]):
+        word = re.sub(r"[^\w']", "", token)
+        following = re.sub(r"[^\w']", "", tokens[i + 1])
+        # Only a word right before another content word, and not ending a clause: a modifier
+        # in front of its noun ("river currents", "stone oven"), not the verb or the noun.
+        if (
+            not word
+            or token != token.rstrip(",;:.?!")
+            or not following.isalpha()
+            or following in _NOT_DROPPED
+            or word in _NOT_DROPPED
+            or word.endswith("n't")
+            or word in _CONTRAST_INDEX
+            or stem(word) in keyword_stems
+        ):
+            continue
+        anchors.append(" ".join(tokens[:i] + tokens[i + 1 :]))
+    return tuple(anchors)
+
+
 def windows_of(sentences: Sequence[str]) -> list[str]:
     """Each sentence, then each pair of neighbouring sentences."""
     pairs = [f"{a} {b}" for a, b in itertools.pairwise(sentences)]
@@ -628,7 +677,10 @@ def analyse(
             best: WindowScore | None = None
             for question in clue.questions:
                 q = normalize_message(question)
-                score = float(np.dot(vector, embed(strip_wrappers(q))))
+                score = max(
+                    float(np.dot(vector, embed(anchor))) - (params.drop_penalty if i else 0.0)
+                    for i, anchor in enumerate(anchors_of(q, clue.keywords))
+                )
                 q_kinds = question_kinds(q)
                 relation = kind_relation(q_kinds, kinds)
                 blocked = None

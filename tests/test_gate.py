@@ -237,6 +237,16 @@ def test_a_question_asking_something_else_is_refused(demo_hunt, question, paraph
     assert [gate.match(text, [spec]).opened for text in near_misses] == [None, None]
 
 
+def test_a_modifier_may_be_left_out_but_not_a_negation_or_keyword():
+    anchors = gate.anchors_of("which murder case were you never able to solve in the old town?")
+    assert anchors[1:] == ("which case were you never able to solve in the old town?",)
+    assert gate.anchors_of("which murder case was never solved?", ("murder",)) == (
+        "which murder case was never solved?",
+    )
+    spec = gate.ClueSpec("currents", ("Who taught you to read the river currents?",), ("current",))
+    assert gate.match("who taught you to read the currents", [spec]).opened == "currents"
+
+
 def test_a_converse_verb_is_no_opposite():
     assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
     assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")

@@ -4,18 +4,20 @@
                                [--write] [--attacks ../shared]
 
 Each item of the set is a clue; items of one `scene` form one avatar. Every paraphrase must open
-its own clue, every near miss must open nothing. For each question-kind penalty and threshold
-the command measures recall and the false-unlock rate with the gate's own matcher, and picks the
-pair with the best recall whose false-unlock rate stays within the limit (on a tie: fewer false
-unlocks, then the higher threshold). `--write` stores it in hunt/gate_data/params.json.
+its own clue, every near miss must open nothing. For each question-kind penalty, penalty for
+anchors with a word left out (gate.anchors_of) and threshold, the command measures recall and
+the false-unlock rate with the gate's own matcher, and picks the parameters with the best recall
+whose false-unlock rate stays within the limit (on a tie: fewer false unlocks, then the higher
+threshold). `--write` stores it in hunt/gate_data/params.json.
 
-The chosen pair is then measured on a held-out set (hunt/gate_data/holdout.json: other scenes,
-written apart from the tuning set and never used to choose): the numbers to expect on a hunt
-the gate has never seen.
+The chosen parameters are then measured on a held-out set (hunt/gate_data/holdout.json: other
+scenes, written apart from the tuning set and never used to choose): the numbers to expect on a
+hunt the gate has never seen.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,8 @@ from django.core.management.base import BaseCommand
 
 from hunt import gate
 
-PENALTIES = (0.0, 0.05, 0.1, 0.15, 0.2)
+PENALTIES = (0.05, 0.1, 0.15, 0.2)
+DROP_PENALTIES = (0.02, 0.03, 0.04, 0.05)
 THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.6, 0.951, 0.005))
 
 
@@ -52,9 +55,9 @@ class Command(BaseCommand):
         scenes = gate.item_scenes(items)
         by_id = {item["id"]: item for item in items}
         best = None
-        curves: dict[float, list[tuple[float, gate.Rates]]] = {}
-        for penalty in PENALTIES:
-            params = gate.Params(threshold=0.0, type_penalty=penalty)
+        curves: dict[tuple[float, float], list[tuple[float, gate.Rates]]] = {}
+        for penalty, drop in itertools.product(PENALTIES, DROP_PENALTIES):
+            params = gate.Params(threshold=0.0, type_penalty=penalty, drop_penalty=drop)
             analyses = []  # (text, expected key, analysis, clues)
             for clues in scenes.values():
                 vocabulary = gate.vocabulary_of(clues)
@@ -67,19 +70,25 @@ class Command(BaseCommand):
                         analysis = gate.analyse(text, clues, vocabulary, params)
                         analyses.append((text, expected, analysis, clues))
             for threshold in THRESHOLDS:
-                at = gate.Params(threshold=threshold, type_penalty=penalty)
+                at = gate.Params(threshold=threshold, type_penalty=penalty, drop_penalty=drop)
                 rates = gate.Rates()
                 for text, expected, analysis, clues in analyses:
                     rates.add(text, expected, gate.decide(analysis, clues, at))
-                curves.setdefault(penalty, []).append((threshold, rates))
+                curves.setdefault((penalty, drop), []).append((threshold, rates))
                 feasible = rates.false_unlock_rate <= max_false_unlocks
                 rank = (feasible, rates.recall, -rates.false_unlock_rate, threshold)
                 if best is None or rank > best[0]:
                     best = (rank, at, rates)
-            self.stdout.write(f"type_penalty {penalty:.2f}: best so far {self._line(best)}")
+            self.stdout.write(
+                f"type_penalty {penalty:.2f}, drop_penalty {drop:.2f}: best so far "
+                f"{self._line(best)}"
+            )
         _rank, params, rates = best
-        self.stdout.write(f"curve at type_penalty {params.type_penalty:.2f}:")
-        for threshold, at in curves[params.type_penalty]:
+        self.stdout.write(
+            f"curve at type_penalty {params.type_penalty:.2f}, "
+            f"drop_penalty {params.drop_penalty:.2f}:"
+        )
+        for threshold, at in curves[params.type_penalty, params.drop_penalty]:
             if abs(threshold - params.threshold) <= 0.05 + 1e-9 and round(threshold * 200) % 2 == 0:
                 self.stdout.write(
                     f"  threshold {threshold:.2f}: recall {at.recall:.3f}, "
@@ -113,6 +122,7 @@ class Command(BaseCommand):
                     {
                         "threshold": params.threshold,
                         "type_penalty": params.type_penalty,
+                        "drop_penalty": params.drop_penalty,
                         "recall": round(rates.recall, 4),
                         "false_unlock_rate": round(rates.false_unlock_rate, 4),
                         "max_false_unlocks": max_false_unlocks,
@@ -135,7 +145,8 @@ class Command(BaseCommand):
     def _line(best) -> str:
         _rank, params, rates = best
         return (
-            f"threshold {params.threshold:.3f}, type_penalty {params.type_penalty:.2f}: "
+            f"threshold {params.threshold:.3f}, type_penalty {params.type_penalty:.2f}, "
+            f"drop_penalty {params.drop_penalty:.2f}: "
             f"recall {rates.recall:.3f} ({rates.opened}/{rates.positives}), false unlocks "
             f"{rates.false_unlock_rate:.3f} ({rates.false_unlocks}/{rates.negatives})"
         )

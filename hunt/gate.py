@@ -305,6 +305,9 @@ _DEGREE_WORDS = frozenset(
         "soon",
     ]
 )
+# Measures asked the same way: "how tall" is "how high".
+_MEASURES = {"tall": "high", "large": "big", "much": "many", "quick": "fast", "distant": "far"}
+_DURATIONS = frozenset(["second", "minute", "week", "night", "decade"])
 _TIME_NOUNS = frozenset(
     ["time", "year", "day", "month", "season", "hour", "age", "date", "century"]
 )
@@ -332,7 +335,16 @@ def question_kinds(text: str) -> set[str]:
             elif nxt == "long" and i + 2 < len(tokens) and tokens[i + 2] == "ago":
                 kinds.add(TIME)
             else:
-                kinds.add(DEGREE if nxt in _DEGREE_WORDS else MANNER)
+                if nxt in _DEGREE_WORDS:
+                    # "how high" and "how far" ask different measures: the measure is a kind
+                    # too. "How many hours" and "how much time" ask "how long".
+                    unit = tokens[i + 2].removesuffix("s") if i + 2 < len(tokens) else ""
+                    measure = _MEASURES.get(nxt, nxt)
+                    if measure == "many" and (unit in _TIME_NOUNS or unit in _DURATIONS):
+                        measure = "long"
+                    kinds.update((DEGREE, f"{DEGREE}:{measure}"))
+                else:
+                    kinds.add(MANNER)
         elif token in ("why", "why's"):
             kinds.add(REASON)
         elif token in ("who", "whom", "whose", "who's"):
@@ -346,7 +358,7 @@ def question_kinds(text: str) -> set[str]:
             if nxt in _TIME_NOUNS:
                 kinds.add(TIME)
             elif "number" in following[:2] or "count" in following[:2]:
-                kinds.add(DEGREE)  # "what's the number of ..." asks "how many"
+                kinds.update((DEGREE, f"{DEGREE}:many"))  # "what's the number of" is "how many"
             elif nxt in _PERSON_NOUNS:
                 kinds.add(PERSON)
             elif nxt in _PLACE_NOUNS:
@@ -378,6 +390,11 @@ def asks_yes_or_no(window: str, kinds: set[str]) -> bool:
 
 def kind_relation(question: set[str], window: set[str]) -> str:
     """'same', 'loose' or 'other': how the window's kind of question relates to the question's."""
+    q_measures, w_measures = (
+        {k for k in kinds if k.startswith(f"{DEGREE}:")} for kinds in (question, window)
+    )
+    if q_measures and w_measures and not q_measures & w_measures:
+        return "other"  # "how far" for "how high", "how long" for "how many"
     if not window or not question or question & window:
         return "same"
     if OPEN in question and not window <= {MANNER, REASON}:
@@ -419,7 +436,7 @@ _CONTRASTS = [
     ],
     [
         ["old", "older", "oldest", "ancient", "elder", "eldest"],
-        ["young", "younger", "youngest", "new", "newer"],
+        ["young", "younger", "youngest", "new", "newer", "newest"],
     ],
     [
         [c]

@@ -253,9 +253,21 @@ def test_a_converse_verb_is_no_opposite():
 
 
 def test_a_count_asked_with_what_is_a_how_many_question():
-    assert gate.question_kinds("what's the number of steps?") == {gate.DEGREE}
+    assert gate.question_kinds("what's the number of steps?") == gate.question_kinds(
+        "how many steps?"
+    )
     assert gate.kind_relation({gate.DEGREE}, gate.question_kinds("what's the count?")) == "same"
     assert gate.question_kinds("which person taught you?") == {gate.PERSON}
+
+
+def test_how_high_is_not_how_far_but_how_many_hours_is_how_long():
+    def relation(question: str, window: str) -> str:
+        return gate.kind_relation(gate.question_kinds(question), gate.question_kinds(window))
+
+    assert relation("how high did it fly?", "how tall was it?") == "same"
+    assert relation("how high did it fly?", "how far did it fly?") == "other"
+    assert relation("how many steps are there?", "how long is the climb?") == "other"
+    assert relation("how long can you hold your breath?", "how many minutes can you?") == "same"
 
 
 def test_a_yes_no_question_does_not_open_a_wh_clue(demo_hunt):

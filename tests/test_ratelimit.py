@@ -28,6 +28,13 @@ def test_keys_are_counted_separately():
     assert ratelimit.hit(b, 1) is None
 
 
+def test_a_fresh_key_passes_whatever_the_clock_reads(monkeypatch):
+    # At this clock reading (now + 60) - 60 > now in floating point: a sum-based check refused
+    # the first hit of a fresh key.
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: 2003.7124437906375)
+    assert ratelimit.hit(f"t:{uuid.uuid4()}", 1) is None
+
+
 def test_a_refused_hit_is_not_counted():
     key = f"t:{uuid.uuid4()}"
     ratelimit.hit(key, 60, burst=1)

@@ -649,10 +649,22 @@ def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]
     return tuple(anchors)
 
 
-def windows_of(sentences: Sequence[str]) -> list[str]:
-    """Each sentence, then each pair of neighbouring sentences."""
+_PRONOUN = re.compile(r"\b(?:it|its|they|them|he|him|she|her|that one|this one)\b")
+
+
+def windows_of(sentences: Sequence[str], keyword_stems: frozenset[str] = frozenset()) -> list[str]:
+    """Each sentence, then each pair of neighbouring sentences, then each sentence whose
+    pronoun stands for a keyword of the sentence before it, with the keyword in its place
+    ("I saw your scar. How did it happen?" -> "how did the scar happen?")."""
     pairs = [f"{a} {b}" for a, b in itertools.pairwise(sentences)]
-    return [*sentences, *pairs]
+    resolved = []
+    for before, sentence in itertools.pairwise(sentences):
+        if {stem(w) for w in words_of(sentence)} & keyword_stems:
+            continue  # names its topic itself
+        named = [w for w in words_of(before) if stem(w) in keyword_stems]
+        if named and _PRONOUN.search(sentence):
+            resolved.append(_PRONOUN.sub(f"the {named[-1]}", sentence, count=1))
+    return [*sentences, *pairs, *resolved]
 
 
 def analyse(
@@ -676,10 +688,10 @@ def analyse(
         analysis.stuffed = "questions"
     if analysis.stuffed:
         return analysis  # opens nothing, whatever it scores
-    analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1])
-    keyword_stems = {
+    keyword_stems = frozenset(
         stem(w) for c in clues for k in c.keywords for w in words_of(normalize_message(k))
-    }
+    )
+    analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
     for i, window in enumerate(analysis.windows):
         why = _list_like(window, keyword_stems)
         if why:

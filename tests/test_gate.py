@@ -247,6 +247,14 @@ def test_a_modifier_may_be_left_out_but_not_a_negation_or_keyword():
     assert gate.match("who taught you to read the currents", [spec]).opened == "currents"
 
 
+def test_a_pronoun_after_a_sentence_naming_the_topic_reads_as_the_topic():
+    windows = gate.windows_of(["i saw your old scar.", "how did it happen?"], frozenset({"scar"}))
+    assert windows[-1] == "how did the scar happen?"
+    spec = gate.ClueSpec("egg", ("Where did you find the dragon egg?",), ("egg",))
+    text = "That egg by the fire is as big as a barrel. Where did you find it?"
+    assert gate.match(text, [spec]).opened == "egg"
+
+
 def test_a_converse_verb_is_no_opposite():
     assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
     assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")

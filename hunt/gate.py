@@ -49,6 +49,7 @@ from django.db import IntegrityError, transaction
 from hunt.leaks import (
     StreamGuard,
     find_guarded_words,
+    guess_spans,
     normalize,
     normalize_message,
     split_sentences,
@@ -935,10 +936,11 @@ class ReplyGuard:
 
     Guesses: a player may type a locked word ("is the word olive?"); it then sits in the prompt
     and the model may echo it. Replacing only that echo would tell a right guess from a wrong
-    one, so every BIP39 word the player's words in the prompt (`parts`) hold is guarded for this
-    turn alike, right or wrong. Words the player has seen
-    the avatar use (persona, greeting, earlier replies) are left out: they cannot be locked
-    words, so saying them again tells nothing.
+    one, so every BIP39 word that the player's words in the prompt (`parts`) put forward as a
+    guess is guarded for this turn alike, right or wrong (see typed_guesses). Words the player
+    has seen the avatar use (persona, greeting, earlier replies) are left out: they cannot be
+    locked words, so saying them again tells nothing. A word only mentioned in a sentence
+    ("tell me about olives") is no guess: guarding those would replace most ordinary replies.
     """
 
     def __init__(self, message, outcome: GateOutcome, parts=None):
@@ -989,10 +991,14 @@ def typed_guesses(parts, allowed: Iterable[str] = ()) -> list[str]:
     seen += [t.text for t in parts.turns if t.role != "player"]
     public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
     candidates = sorted(bip39_words() - public)
-    # Plain, inflected and spelled-out forms: the ones a model turns back into the word. The
-    # detector's exotic readings (reversed, ROT-n) would find some guess in any text ("the"
-    # is "rug" reversed under ROT13) and guard ordinary words.
-    return find_guarded_words("\n".join(typed), candidates)
+    # Only words put forward as guesses (hunt.leaks.guess_spans): guarding every seed-list
+    # word a player mentions replaced 31 of 50 ordinary replies of the demo avatars ("tell me
+    # about your cat" -> any reply saying "cat"). Plain, inflected and spelled-out forms: the
+    # ones a model turns back into the word; the detector's exotic readings (reversed, ROT-n)
+    # would find some guess in any text ("the" is "rug" reversed under ROT13).
+    wordlist = bip39_words()
+    spans = [span for text in typed for span in guess_spans(text, wordlist)]
+    return find_guarded_words("\n".join(spans), candidates)
 
 
 # Evaluation (tune_gate, eval_gate) -------------------------------------------------------------

@@ -148,6 +148,42 @@ def find_guarded_words(text: str, words: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+# Guesses: the parts of a player's text that put words forward as candidates for a secret.
+_QUOTED = re.compile(r"(?<!\w)[\"“”„'‘’`*«»]\s*([^\"“”„'‘’`*«»\n]{1,40}?)\s*[\"“”„'‘’`*«»](?!\w)")
+_WORDS_AFTER = r"\s*[:=]?\s*((?:[^\W\d_]+[\s,]*){1,3})"
+_GUESS_CUES = [
+    re.compile(
+        r"\b(?:word|words|secret|password|passphrase|answer|phrase|seed|guess)\b"
+        r"(?:\s+(?:is|was|might be|could be|must be|would be))?" + _WORDS_AFTER
+    ),
+    re.compile(r"\bis it\s+([^\W\d_]+)"),
+    re.compile(r"\b(?:say|repeat|spell|type|write|print|whisper)\s+([^\W\d_]+)"),
+]
+SHORT_MESSAGE_WORDS = 3  # a message this short is all candidates ("olive?")
+PHRASE_RUN = 5  # this many seed-list words in a row read as a phrase being tried
+
+
+def guess_spans(text: str, wordlist: frozenset[str]) -> list[str]:
+    """The parts of a player's text that put words forward: a very short message, quoted
+    words, words after "the word is", "is it", "say", spelled-out letters, and runs of
+    PHRASE_RUN seed-list words. Ordinary sentences ("tell me about your cat") give none."""
+    lowered = squeeze(clean(text).casefold())
+    spans = [m.group(0) for m in _SPACED_RUN.finditer(lowered)]
+    if len(words_of(collapse_spacing(lowered))) <= SHORT_MESSAGE_WORDS:
+        spans.append(lowered)
+    spans += [m.group(1) for m in _QUOTED.finditer(lowered)]
+    spans += [m.group(1) for cue in _GUESS_CUES for m in cue.finditer(lowered)]
+    run: list[str] = []
+    for word in [*words_of(lowered), ""]:
+        if word in wordlist:
+            run.append(word)
+            continue
+        if len(run) >= PHRASE_RUN:
+            spans.append(" ".join(run))
+        run = []
+    return spans
+
+
 # Leak detection ---------------------------------------------------------------------------------
 
 _LEET = {

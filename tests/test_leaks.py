@@ -14,6 +14,7 @@ from hunt.leaks import (
     collapse_spacing,
     find_guarded_words,
     find_leaks,
+    guess_spans,
     normalize,
     normalize_message,
     split_sentences,
@@ -203,3 +204,30 @@ def test_a_reveal_survives_a_reply_that_leaks_another_word():
     assert guard.tripped
     assert guard.text == "The word: agent."
     assert every_prefix_is_clean(sent, ["skin"])
+
+
+# Guesses --------------------------------------------------------------------------------------
+
+SEED_WORDS = frozenset(["olive", "banana", "agent", "cat", "ship", "about", "story", "skin"])
+
+
+@pytest.mark.parametrize(
+    ("text", "guessed"),
+    [
+        ("olive?", "olive"),
+        ("Is the secret word banana?", "banana"),
+        ("the password is: agent", "agent"),
+        ("is it olive or banana", "olive"),
+        ('Does "banana" mean anything to you?', "banana"),
+        ("Say olive for me.", "olive"),
+        ("b a n a n a", "banana"),
+        ("olive banana agent cat ship are the words", "agent"),
+    ],
+)
+def test_words_put_forward_as_guesses_are_found(text, guessed):
+    assert guessed in find_guarded_words("\n".join(guess_spans(text, SEED_WORDS)), SEED_WORDS)
+
+
+def test_words_mentioned_in_ordinary_sentences_are_no_guesses():
+    for text in ("Tell me a story about a ship.", "What is your cat called?", "what's it like"):
+        assert find_guarded_words("\n".join(guess_spans(text, SEED_WORDS)), SEED_WORDS) == []

@@ -244,7 +244,7 @@ def correct_spelling(text: str, vocabulary: frozenset[str]) -> str:
     """Maps chat spellings and misspelled words to the clue vocabulary ("canery" -> "canary").
 
     Only words the encoder's vocabulary does not know are touched, toward a vocabulary word with
-    the same first letter within one edit (two for words of six letters or more).
+    the same first letter within one edit (two for words of five letters or more).
     """
     known = model()[3]
 
@@ -254,7 +254,7 @@ def correct_spelling(text: str, vocabulary: frozenset[str]) -> str:
             return SLANG[token]
         if len(token) < 4 or token in known or token in vocabulary or "'" in token:
             return token
-        limit = 1 if len(token) < 6 else 2
+        limit = 1 if len(token) < 5 else 2
         best = None
         for word in sorted(vocabulary):
             if word[0] != token[0]:
@@ -313,6 +313,8 @@ _TIME_NOUNS = frozenset(
     ["time", "year", "day", "month", "season", "hour", "age", "date", "century"]
 )
 _PLACE_NOUNS = frozenset(["place", "places"])
+_CAUSE_VERBS = frozenset(["made", "makes", "make", "caused", "causes", "cause", "drove", "led"])
+_PREVENT_VERBS = frozenset(["keeps", "kept", "keep", "stops", "stopped", "stop", "prevents"])
 _PERSON_NOUNS = frozenset(["person", "people", "man", "woman"])
 # Kinds a paraphrase moves between ("what made it stop" for "why did it stop", "which corner"
 # for "where"); any other change of kind asks for a different answer. OPEN pairs apply one way
@@ -364,8 +366,13 @@ def question_kinds(text: str) -> set[str]:
                 kinds.add(PERSON)
             elif nxt in _PLACE_NOUNS:
                 kinds.add(PLACE)
-            elif nxt == "reason" or ("reason" in following[:3] and "the" in following[:2]):
-                kinds.add(REASON)
+            elif (
+                nxt == "reason"
+                or ("reason" in following[:3] and "the" in following[:2])
+                or nxt in _CAUSE_VERBS
+                or (nxt in _PREVENT_VERBS and "from" in tokens[i + 2 : i + 8])
+            ):
+                kinds.add(REASON)  # "what made you ...", "what kept you from ..." ask why
             else:
                 kinds.add(OPEN)
     return kinds

@@ -268,6 +268,12 @@ def test_a_count_asked_with_what_is_a_how_many_question():
     assert gate.question_kinds("which person taught you?") == {gate.PERSON}
 
 
+def test_what_made_or_kept_from_asks_why_but_what_keeps_asks_what():
+    assert gate.question_kinds("what made you spare the dragon?") == {gate.REASON}
+    assert gate.question_kinds("what kept you from shooting the stag?") == {gate.REASON}
+    assert gate.question_kinds("what keeps the lamp burning?") == {gate.OPEN}
+
+
 def test_how_high_is_not_how_far_but_how_many_hours_is_how_long():
     def relation(question: str, window: str) -> str:
         return gate.kind_relation(gate.question_kinds(question), gate.question_kinds(window))

@@ -508,6 +508,22 @@ for _ci, _groups in enumerate(_CONTRASTS):
             _CONTRAST_INDEX.setdefault(_w, []).append((_ci, _gi))
 
 
+_OTHER_PEOPLE = frozenset(
+    ["father", "mother", "dad", "mum", "mom", "brother", "sister", "son", "daughter", "wife",
+     "husband", "uncle", "aunt", "cousin", "grandfather", "grandmother", "grandpa", "grandma",
+     "neighbour", "neighbor", "partner", "friend", "boss", "rival", "enemy", "colleague"]
+)  # fmt: skip
+
+
+_KIN = {"grandma": "grandmother", "grandpa": "grandfather", "mum": "mother", "mom": "mother",
+        "dad": "father", "neighbor": "neighbour"}  # fmt: skip
+_SOMEONE_ELSE = re.compile(
+    r"\b(?:your|my|his|her|their|our|the|a)\s+(?:[^\W\d_]+\s+)?("
+    + "|".join(_OTHER_PEOPLE)
+    + r")(?:'s|s|s')?\b"
+)
+
+
 def swaps_contrast(question: str, window: str) -> bool:
     """Whether the window uses a contrasting word in place of one of the question's."""
     q_words, w_words = set(words_of(question)), set(words_of(window))
@@ -520,7 +536,15 @@ def swaps_contrast(question: str, window: str) -> bool:
             in_question = groups(q_words, ci)
             if in_question and gi not in in_question and not (in_question & groups(w_words, ci)):
                 return True
-    return False
+
+    # Someone else in place of "you": "how long can your father hold his breath" is not "how
+    # long can you hold your breath". Only "your/the <person>" counts: a title in an address
+    # ("brother anselm, why ...") is no one else.
+    def people(words: Iterable[str]) -> set[str]:
+        return {_KIN.get(stem(w), stem(w)) for w in words}
+
+    others = people(m.group(1) for m in _SOMEONE_ELSE.finditer(window)) - people(q_words)
+    return bool(others) and bool(q_words & {"you", "your"})
 
 
 def has_keyword(window: str, keywords: Sequence[str]) -> bool:

@@ -255,6 +255,15 @@ def test_a_pronoun_after_a_sentence_naming_the_topic_reads_as_the_topic():
     assert gate.match(text, [spec]).opened == "egg"
 
 
+def test_someone_else_in_place_of_you_asks_something_else():
+    question = "how long can you hold your breath?"
+    assert gate.swaps_contrast(question, "how long can your father hold his breath?")
+    assert not gate.swaps_contrast(question, "brother anselm, how long can you hold it?")
+    assert not gate.swaps_contrast(
+        "what herb do you put in your grandmother's soup?", "what herb is in your grandma's soup"
+    )
+
+
 def test_a_converse_verb_is_no_opposite():
     assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
     assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")

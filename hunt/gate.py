@@ -1011,8 +1011,9 @@ class ReplyGuard:
 
 
 def typed_guesses(parts, allowed: Iterable[str] = ()) -> list[str]:
-    """The BIP39 words the player's words in this prompt hold (see ReplyGuard), less the words
-    the avatar's side of the prompt already uses and the player's own discoveries."""
+    """The BIP39 words that the player's words in this prompt put forward as guesses (see
+    ReplyGuard), less the words the avatar's side of the prompt already uses and the player's
+    own discoveries."""
     from avatars.engine.summary import visitor_text
     from hunt.hunt_files import bip39_words
 
@@ -1021,15 +1022,14 @@ def typed_guesses(parts, allowed: Iterable[str] = ()) -> list[str]:
     seen = [parts.persona, parts.greeting, parts.hunt_context, parts.summary]
     seen += [t.text for t in parts.turns if t.role != "player"]
     public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
-    candidates = sorted(bip39_words() - public)
+    wordlist = bip39_words()
     # Only words put forward as guesses (hunt.leaks.guess_spans): guarding every seed-list
     # word a player mentions replaced 31 of 50 ordinary replies of the demo avatars ("tell me
     # about your cat" -> any reply saying "cat"). Plain, inflected and spelled-out forms: the
     # ones a model turns back into the word; the detector's exotic readings (reversed, ROT-n)
     # would find some guess in any text ("the" is "rug" reversed under ROT13).
-    wordlist = bip39_words()
     spans = [span for text in typed for span in guess_spans(text, wordlist)]
-    return find_guarded_words("\n".join(spans), candidates)
+    return find_guarded_words("\n".join(spans), wordlist - public)
 
 
 # Evaluation (tune_gate, eval_gate) -------------------------------------------------------------

@@ -143,7 +143,8 @@ def find_guarded_words(text: str, words: Iterable[str]) -> list[str]:
     found = []
     for word in words:
         w = normalize(word or "")
-        if w and re.search(_inflected(w), haystack) and word not in found:
+        # The substring test first: a pattern per word of a 2048-word list costs ~100 ms.
+        if w and w in haystack and re.search(_inflected(w), haystack) and word not in found:
             found.append(word)
     return sorted(found)
 

@@ -547,6 +547,11 @@ def swaps_contrast(question: str, window: str) -> bool:
     return bool(others) and bool(q_words & {"you", "your"})
 
 
+def stems_of(keywords: Iterable[str]) -> frozenset[str]:
+    """The stems of the words of `keywords` (phrases split into their words)."""
+    return frozenset(stem(w) for k in keywords for w in words_of(normalize_message(k)))
+
+
 def has_keyword(window: str, keywords: Sequence[str]) -> bool:
     """Whether a keyword (a word or phrase) appears in the window, plurals and -ing included."""
     if not keywords:
@@ -659,7 +664,7 @@ def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]
     """
     base = strip_wrappers(question)
     tokens = base.split()
-    keyword_stems = {stem(w) for k in keywords for w in words_of(normalize_message(k))}
+    keyword_stems = stems_of(keywords)
     anchors = [base]
     for i, token in enumerate(tokens[:-1]):
         word = re.sub(r"[^\w']", "", token)
@@ -720,9 +725,7 @@ def analyse(
         analysis.stuffed = "questions"
     if analysis.stuffed:
         return analysis  # opens nothing, whatever it scores
-    keyword_stems = frozenset(
-        stem(w) for c in clues for k in c.keywords for w in words_of(normalize_message(k))
-    )
+    keyword_stems = stems_of(k for c in clues for k in c.keywords)
     analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
     for i, window in enumerate(analysis.windows):
         why = _list_like(window, keyword_stems)
@@ -738,9 +741,12 @@ def analyse(
             best: WindowScore | None = None
             for question in clue.questions:
                 q = normalize_message(question)
+                whole, *shorter = anchors_of(q, clue.keywords)
                 score = max(
-                    float(np.dot(vector, embed(anchor))) - (params.drop_penalty if i else 0.0)
-                    for i, anchor in enumerate(anchors_of(q, clue.keywords))
+                    [
+                        float(np.dot(vector, embed(whole))),
+                        *(float(np.dot(vector, embed(a))) - params.drop_penalty for a in shorter),
+                    ]
                 )
                 q_kinds = question_kinds(q)
                 relation = kind_relation(q_kinds, kinds)
@@ -1085,20 +1091,26 @@ class Rates:
                 self.misses.append(text)
 
 
-def measure_items(items: Sequence[dict], params: Params) -> Rates:
-    """Recall on the items' paraphrases and false unlocks on their near misses (each scene an
-    avatar, as tune_gate sees them)."""
+def labelled_texts(items: Sequence[dict]):
+    """(text, expected clue key or None, the scene's clues, their vocabulary) for every
+    paraphrase (must open its clue) and near miss (must open nothing) of the items."""
     by_id = {item["id"]: item for item in items}
-    rates = Rates()
     for clues in item_scenes(items).values():
         vocabulary = vocabulary_of(clues)
         for clue in clues:
             item = by_id[clue.key]
-            for text, expected in [
-                *((t, clue.key) for t in item["paraphrases"]),
-                *((t, None) for t in item["near_misses"]),
-            ]:
-                rates.add(text, expected, match(text, clues, vocabulary, params))
+            for text in item["paraphrases"]:
+                yield text, clue.key, clues, vocabulary
+            for text in item["near_misses"]:
+                yield text, None, clues, vocabulary
+
+
+def measure_items(items: Sequence[dict], params: Params) -> Rates:
+    """Recall on the items' paraphrases and false unlocks on their near misses (each scene an
+    avatar, as tune_gate sees them)."""
+    rates = Rates()
+    for text, expected, clues, vocabulary in labelled_texts(items):
+        rates.add(text, expected, match(text, clues, vocabulary, params))
     return rates
 
 

@@ -53,22 +53,15 @@ class Command(BaseCommand):
     ):  # fmt: skip
         items = gate.load_tuning_items(data)
         scenes = gate.item_scenes(items)
-        by_id = {item["id"]: item for item in items}
+        labelled = list(gate.labelled_texts(items))
         best = None
         curves: dict[tuple[float, float], list[tuple[float, gate.Rates]]] = {}
         for penalty, drop in itertools.product(PENALTIES, DROP_PENALTIES):
             params = gate.Params(threshold=0.0, type_penalty=penalty, drop_penalty=drop)
-            analyses = []  # (text, expected key, analysis, clues)
-            for clues in scenes.values():
-                vocabulary = gate.vocabulary_of(clues)
-                for clue in clues:
-                    item = by_id[clue.key]
-                    for text, expected in [
-                        *((t, clue.key) for t in item["paraphrases"]),
-                        *((t, None) for t in item["near_misses"]),
-                    ]:
-                        analysis = gate.analyse(text, clues, vocabulary, params)
-                        analyses.append((text, expected, analysis, clues))
+            analyses = [
+                (text, expected, gate.analyse(text, clues, vocabulary, params), clues)
+                for text, expected, clues, vocabulary in labelled
+            ]
             for threshold in THRESHOLDS:
                 at = gate.Params(threshold=threshold, type_penalty=penalty, drop_penalty=drop)
                 rates = gate.Rates()

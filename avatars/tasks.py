@@ -65,8 +65,9 @@ def time_limit() -> int:
 # A generating job refreshes its claim this often; a claim not refreshed for STALE_AFTER
 # belongs to a worker that died, and a redelivered job may take the turn over.
 HEARTBEAT = timedelta(seconds=5)
-# Six missed beats, not three: on a loaded CPU a live job's heartbeat thread can stall for
-# seconds (model loads, GIL-heavy tokenising), and a takeover of a live turn streams it twice.
+# Six missed beats: on a loaded CPU a live job's heartbeat thread can stall for seconds (model
+# loads, GIL-heavy tokenising), and taking over a live turn would stream it twice. (The double
+# stream once seen in CI came from the claim UPDATE's join, see claim_turn, not from this.)
 STALE_AFTER = 6 * HEARTBEAT
 
 

@@ -296,14 +296,16 @@ class _CacheView:
 class _Slab:
     """Preallocated key/value buffers [rows, kv_heads, columns, head_dim] for every layer."""
 
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype, device):
+    def __init__(
+        self, layers: int, kv_heads: int, head_dim: int, dtype, device, row_limit: int = 1
+    ):
         self.shape = (layers, kv_heads, head_dim)
         self.dtype, self.device = dtype, device
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.row_capacity = 0
         self.column_capacity = 0
-        self.row_limit = 1
+        self.row_limit = row_limit  # rows never grow past this by doubling (the batch size)
 
     def reserve(self, rows: int, columns: int, keep_rows: int, keep_columns: int) -> None:
         """Makes room for `rows` x `columns`, keeping the first keep_rows x keep_columns.
@@ -406,8 +408,8 @@ class Engine:
             getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
             loaded.dtype,
             loaded.device,
+            row_limit=max_batch,
         )
-        self._slab.row_limit = max_batch
         self._columns = 0  # filled columns of the batch slab
         self._running: list[_Sequence] = []  # row i of the slab is _running[i]
         self._waiting: deque[_Sequence] = deque()

@@ -146,9 +146,9 @@ class Command(BaseCommand):
         try:
             for streams in (1, 4, 16):
                 results.update(self.engine_throughput(engine, streams))
-            engine.prefix_cache.capacity_tokens = 0
+            capacity, engine.prefix_cache.capacity_tokens = engine.prefix_cache.capacity_tokens, 0
             results.update(self.engine_throughput(engine, 4, suffix="_no_prefix_cache"))
-            engine.prefix_cache.capacity_tokens = 12_000
+            engine.prefix_cache.capacity_tokens = capacity
             cold = Engine(self.loaded, max_batch=1, prefix_cache_tokens=0)
             try:
                 results.update(self.conversation(engine, cold, options["turns"]))

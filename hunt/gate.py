@@ -905,13 +905,32 @@ def record_discovery(player, clue, message):
     return discovery
 
 
+def reshow_discovery(discovery, clue, message) -> GateOutcome:
+    """Reveals an earlier discovery again in this turn, which then owns it (so a redelivery of
+    this turn reveals it too, and a later question does not).
+
+    Race: two turns of the player asking again at once; the conditional update lets one of
+    them take the discovery over, the other reveals nothing.
+    """
+    from hunt.models import Discovery
+
+    moved = Discovery.objects.filter(pk=discovery.pk, message_id=discovery.message_id).update(
+        message=message
+    )
+    if not moved:
+        return GateOutcome()
+    return GateOutcome(reveals=(_reveal(discovery, clue, clue.word.reveal_word()),))
+
+
 def open_clues(message) -> GateOutcome:
     """The gate for one player message: which words it unlocks, and a hint when the player
     keeps nearly asking. Call once per turn, before the prompt is built.
 
     A redelivered turn (its worker died) gets the reveals its message already earned, so the
-    reply still says the word.
+    reply still says the word. A word whose turn failed is revealed again when the player asks
+    its clue again (see reshow_discovery).
     """
+    from avatars.models import Message
     from hunt.models import Clue, Discovery
 
     conversation = message.conversation
@@ -926,12 +945,20 @@ def open_clues(message) -> GateOutcome:
     if hunt is None or message.role != "player" or not hunt.is_live():
         return GateOutcome()
     clues = list(Clue.objects.filter(avatar=avatar).select_related("word"))
-    found = set(
-        Discovery.objects.filter(player=player, word__hunt=hunt).values_list(
-            "word__position", flat=True
-        )
+    mine = Discovery.objects.filter(player=player, word__hunt=hunt).select_related(
+        "word", "message"
     )
-    candidates = [c for c in clues if c.word.position not in found and c.word.has_word]
+    found = {d.word_id: d for d in mine}
+    # A word found in a turn whose reply then failed never reached the player in chat (the
+    # `discovery` frame goes out with the reply): asking its clue again shows it again.
+    unseen = {
+        d.clue_id: d
+        for d in found.values()
+        if d.clue_id and d.message is not None and d.message.status == Message.Status.FAILED
+    }
+    candidates = [
+        c for c in clues if c.word.has_word and (c.word_id not in found or c.pk in unseen)
+    ]
     # No model is loaded for avatars without locked words (most turns of a seasoned player).
     if not candidates or cooling_down(hunt, player):
         return GateOutcome()
@@ -941,19 +968,23 @@ def open_clues(message) -> GateOutcome:
     decision = match(message.text, specs, vocabulary, names=names)
     by_key = {c.pk: c for c in candidates}
     opened = by_key.get(decision.opened)
-    if opened is not None and not set(opened.requires) <= found:
+    found_positions = {d.word.position for d in found.values()}
+    if opened is not None and not set(opened.requires) <= found_positions:
         # Right question, but the player has not earned it yet: a near miss, and the hint.
         decision.near.insert(0, opened.pk)
         opened = None
+    if opened is not None and opened.pk in unseen:
+        return reshow_discovery(unseen[opened.pk], opened, message)
     if opened is not None:
         discovery = record_discovery(player, opened, message)
         if discovery is None:
             return GateOutcome()
         return GateOutcome(reveals=(_reveal(discovery, opened, opened.word.reveal_word()),))
-    if not decision.near:
+    near = [key for key in decision.near if key not in unseen]  # a found word needs no hint
+    if not near:
         return GateOutcome()
     count = count_near_miss(hunt, player)
-    near_clue = by_key[decision.near[0]]
+    near_clue = by_key[near[0]]
     hint = None
     if count >= HINT_AFTER and near_clue.hints:
         hint = near_clue.hints[count % len(near_clue.hints)]

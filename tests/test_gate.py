@@ -379,6 +379,20 @@ def test_a_redelivered_turn_gets_the_same_reveal(demo_hunt, make_player):
     assert Discovery.objects.filter(player=player).count() == 1
 
 
+def test_a_word_whose_turn_failed_is_revealed_again_when_asked_again(demo_hunt, make_player):
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    failed = say(player, marta, "What keeps the lighthouse lamp burning at night?")
+    (first,) = gate.open_clues(failed).reveals
+    Message.objects.filter(pk=failed.pk).update(status=Message.Status.FAILED)
+    again = say(player, marta, "What fuel do you put in the lighthouse lamp?")
+    (shown,) = gate.open_clues(again).reveals
+    assert (shown.word, shown.first, shown.discovery_id) == ("agent", True, first.discovery_id)
+    assert Discovery.objects.get(player=player).message == again
+    # Once shown, it is an ordinary found word: not revealed a third time.
+    assert gate.open_clues(say(player, marta, "What fuels the lighthouse lamp?")).reveals == ()
+
+
 def test_a_discovered_word_does_not_open_twice(demo_hunt, make_player):
     player = make_player()
     marta = Avatar.objects.get(slug="old-marta")

@@ -1108,6 +1108,15 @@ class Rates:
     def false_unlock_rate(self) -> float:
         return self.false_unlocks / self.negatives if self.negatives else 0.0
 
+    def merge(self, other: Rates) -> None:
+        """Counts `other` in too (one clue's rates into a hunt's)."""
+        self.opened += other.opened
+        self.positives += other.positives
+        self.false_unlocks += other.false_unlocks
+        self.negatives += other.negatives
+        self.misses += other.misses
+        self.unlocks += other.unlocks
+
     def add(self, text: str, expected: object | None, decision: Decision) -> None:
         if expected is None:
             self.negatives += 1

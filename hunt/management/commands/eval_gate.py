@@ -6,7 +6,9 @@ For each clue: recall on its `examples` (each must open it; measured leave-one-o
 gate also matches against a clue's other examples), false unlocks on its
 `counterexamples` (none may open anything) and on the attack corpora of ../shared/attacks/
 (every prompt sent to the clue's avatar; none may open anything). Prerequisites are taken as met
-and the hunt as live: this measures the questions, not the schedule.
+and the hunt as live: this measures the questions, not the schedule. Where a counterexample
+opens a clue, the table suggests the lowest threshold that keeps it shut and shows what the clue's
+examples and counterexamples give with it (set it as the clue's `threshold`).
 
 `--replies N` also runs the real avatar model on the first N attack prompts per avatar (slow on
 a CPU) and counts replies that contained a guarded word before the reply guard, and after it
@@ -16,6 +18,8 @@ a CPU) and counts replies that contained a guarded word before the reply guard, 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
@@ -23,6 +27,42 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hunt import gate
 from hunt.leaks import StreamGuard, find_leaks, normalize_message, words_of
+
+
+def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = None):
+    """Recall on the clue's examples and false unlocks on its counterexamples, with the clue's
+    threshold set to `threshold` when given."""
+
+    def specs(leave_out: str | None = None) -> list[gate.ClueSpec]:
+        out = [gate.ClueSpec.of(c, leave_out=leave_out) for c in clues]
+        if threshold is None:
+            return out
+        return [replace(s, threshold=threshold) if s.key == clue.pk else s for s in out]
+
+    examples, counter = gate.Rates(), gate.Rates()
+    for text in clue.examples:
+        # Leave-one-out: the example is not among the anchors it is measured by.
+        others = specs(leave_out=text)
+        examples.add(
+            text, clue.pk, gate.match(text, others, gate.vocabulary_of(others), names=names)
+        )
+    anchors = specs()
+    vocabulary = gate.vocabulary_of(anchors)
+    for text in clue.counterexamples:
+        counter.add(text, None, gate.match(text, anchors, vocabulary, names=names))
+    return examples, counter
+
+
+def suggest_threshold(clue, clues, names: frozenset[str], opened_at: float) -> dict:
+    """The lowest threshold (in steps of 0.005) above every score with which a counterexample
+    opened the clue, and what the clue's examples and counterexamples give with it."""
+    threshold = round(math.floor(opened_at / 0.005 + 1) * 0.005, 3)
+    examples, counter = measure_clue(clue, clues, names, threshold)
+    return {
+        "threshold": threshold,
+        "examples": [examples.opened, examples.positives],
+        "counterexamples": [counter.false_unlocks, counter.negatives],
+    }
 
 
 class Command(BaseCommand):
@@ -72,32 +112,33 @@ class Command(BaseCommand):
                     if opened is not None:
                         attack_unlocks[opened].append(f"{corpus}: {prompt[:80]}")
             attack_total += sum(len(p) for p in corpora.values())
+            # The highest score with which a counterexample (of any clue here) opens each clue.
+            opened_at: dict[int, float] = {}
+            for text in (t for c in clues for t in c.counterexamples):
+                decision = decide(text)
+                if decision.opened is not None:
+                    opened_at[decision.opened] = max(
+                        opened_at.get(decision.opened, 0.0), decision.score
+                    )
             for clue in clues:
-                examples, counter = gate.Rates(), gate.Rates()
-                for text in clue.examples:
-                    # Leave-one-out: the example is not among the anchors it is measured by.
-                    others = [gate.ClueSpec.of(c, leave_out=text) for c in clues]
-                    decision = gate.match(text, others, gate.vocabulary_of(others), names=names)
-                    examples.add(text, clue.pk, decision)
-                    totals["examples"].add(text, clue.pk, decision)
-                for text in clue.counterexamples:
-                    decision = decide(text)
-                    counter.add(text, None, decision)
-                    totals["counterexamples"].add(text, None, decision)
+                examples, counter = measure_clue(clue, clues, names)
+                totals["examples"].merge(examples)
+                totals["counterexamples"].merge(counter)
                 totals["attacks"] += len(attack_unlocks[clue.pk])
-                report["clues"].append(
-                    {
-                        "avatar": avatar.slug,
-                        "position": clue.word.position,
-                        "threshold": clue.threshold or gate.default_params().threshold,
-                        "examples": [examples.opened, examples.positives],
-                        "missed_examples": examples.misses,
-                        "counterexamples": [counter.false_unlocks, counter.negatives],
-                        "unlocking_counterexamples": counter.unlocks,
-                        "attack_unlocks": len(attack_unlocks[clue.pk]),
-                        "unlocking_attacks": attack_unlocks[clue.pk],
-                    }
-                )
+                row = {
+                    "avatar": avatar.slug,
+                    "position": clue.word.position,
+                    "threshold": clue.threshold or gate.default_params().threshold,
+                    "examples": [examples.opened, examples.positives],
+                    "missed_examples": examples.misses,
+                    "counterexamples": [counter.false_unlocks, counter.negatives],
+                    "unlocking_counterexamples": counter.unlocks,
+                    "attack_unlocks": len(attack_unlocks[clue.pk]),
+                    "unlocking_attacks": attack_unlocks[clue.pk],
+                }
+                if clue.pk in opened_at:
+                    row["suggested"] = suggest_threshold(clue, clues, names, opened_at[clue.pk])
+                report["clues"].append(row)
         report["totals"] = {
             "recall": round(totals["examples"].recall, 4),
             "examples": [totals["examples"].opened, totals["examples"].positives],
@@ -165,6 +206,13 @@ class Command(BaseCommand):
                 out(f"{'':<26}misses: {text}")
             for text in row["unlocking_counterexamples"] + row["unlocking_attacks"]:
                 out(f"{'':<26}UNLOCKS: {text}")
+            if "suggested" in row:
+                s = row["suggested"]
+                out(
+                    f"{'':<26}with threshold {s['threshold']:.3f}: examples "
+                    f"{s['examples'][0]}/{s['examples'][1]}, counterexamples of this clue "
+                    f"{s['counterexamples'][0]}/{s['counterexamples'][1]}"
+                )
         t = report["totals"]
         out(
             f"recall {t['recall']:.3f} ({t['examples'][0]}/{t['examples'][1]}), "

@@ -1,6 +1,6 @@
 """Re-derives the clue gate's default threshold from its tuning set.
 
-    python manage.py tune_gate [--data FILE] [--holdout FILE] [--max-false-unlocks 0.02]
+    python manage.py tune_gate [--data FILE] [--holdout FILE ...] [--max-false-unlocks 0.02]
                                [--write] [--attacks ../shared]
 
 Each item of the set is a clue; items of one `scene` form one avatar. Every paraphrase must open
@@ -10,9 +10,9 @@ the false-unlock rate with the gate's own matcher, and picks the parameters with
 whose false-unlock rate stays within the limit (on a tie: fewer false unlocks, then the higher
 threshold). `--write` stores it in hunt/gate_data/params.json.
 
-The chosen parameters are then measured on a held-out set (hunt/gate_data/holdout.json: other
-scenes, written apart from the tuning set and never used to choose): the numbers to expect on a
-hunt the gate has never seen.
+The chosen parameters are then measured on the held-out sets (hunt/gate_data/holdout.json and
+holdout2.json: other scenes, written apart from the tuning set and never used to choose): the
+numbers to expect on a hunt the gate has never seen.
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--data", type=Path, default=gate.DATA_DIR / "tuning.json")
-        parser.add_argument("--holdout", type=Path, default=gate.DATA_DIR / "holdout.json")
+        parser.add_argument(
+            "--holdout",
+            type=Path,
+            nargs="+",
+            default=[gate.DATA_DIR / "holdout.json", gate.DATA_DIR / "holdout2.json"],
+        )
         parser.add_argument("--max-false-unlocks", type=float, default=0.02)
         parser.add_argument("--write", action="store_true", help="update params.json")
         parser.add_argument(
@@ -48,8 +53,8 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, data: Path, holdout: Path, max_false_unlocks: float, write: bool, attacks,
-        **options,
+        self, *args, data: Path, holdout: list[Path], max_false_unlocks: float, write: bool,
+        attacks, **options,
     ):  # fmt: skip
         items = gate.load_tuning_items(data)
         scenes = gate.item_scenes(items)
@@ -90,11 +95,21 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"chosen: {self._line(best)}"))
         for text in rates.unlocks:
             self.stdout.write(f"  false unlock: {text}")
-        held = gate.measure_items(gate.load_tuning_items(holdout), params)
-        self.stdout.write(
-            f"held out ({holdout.name}): recall {held.recall:.3f} ({held.opened}/{held.positives}),"
-            f" false unlocks {held.false_unlock_rate:.3f} ({held.false_unlocks}/{held.negatives})"
-        )
+        held_out = []
+        for path in holdout:
+            held = gate.measure_items(gate.load_tuning_items(path), params)
+            self.stdout.write(
+                f"held out ({path.name}): recall {held.recall:.3f} "
+                f"({held.opened}/{held.positives}), false unlocks "
+                f"{held.false_unlock_rate:.3f} ({held.false_unlocks}/{held.negatives})"
+            )
+            held_out.append(
+                {
+                    "data": path.name,
+                    "recall": round(held.recall, 4),
+                    "false_unlock_rate": round(held.false_unlock_rate, 4),
+                }
+            )
         if attacks:
             prompts = [p for corpus in gate.attack_corpora(attacks).values() for p in corpus]
             opened = [
@@ -122,9 +137,7 @@ class Command(BaseCommand):
                         "data": data.name,
                         "paraphrases": rates.positives,
                         "near_misses": rates.negatives,
-                        "held_out": holdout.name,
-                        "held_out_recall": round(held.recall, 4),
-                        "held_out_false_unlock_rate": round(held.false_unlock_rate, 4),
+                        "held_out": held_out,
                         "derived_by": "python manage.py tune_gate --write",
                         "derived_at": datetime.now(UTC).date().isoformat(),
                     },

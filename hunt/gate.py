@@ -252,7 +252,7 @@ def correct_spelling(text: str, vocabulary: frozenset[str]) -> str:
         token = match.group(0)
         if token in SLANG:
             return SLANG[token]
-        if len(token) < 4 or token in known or token in vocabulary or "'" in token:
+        if len(token) < 3 or token in known or token in vocabulary or "'" in token:
             return token
         limit = 1 if len(token) < 5 else 2
         best = None
@@ -653,6 +653,12 @@ _NOT_DROPPED = frozenset(
 )  # fmt: skip
 
 
+_TRAILING_PREPOSITIONS = frozenset(
+    ["in", "on", "at", "for", "from", "with", "during", "after", "before", "behind", "under",
+     "near", "inside", "across", "through", "into", "above", "below", "beside", "around"]
+)  # fmt: skip
+
+
 @lru_cache(maxsize=4096)
 def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]:
     """A normalised right question as embedded: itself, then once without each modifier a
@@ -683,6 +689,12 @@ def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]
         ):
             continue
         anchors.append(" ".join(tokens[:i] + tokens[i + 1 :]))
+    # The question without a closing phrase ("who gave you the red hat" for "... you wear in the
+    # ring?"): cut before a preposition that follows a content word, keeping four words or more.
+    for i in range(4, len(tokens)):
+        before = re.sub(r"[^\w']", "", tokens[i - 1])
+        if tokens[i] in _TRAILING_PREPOSITIONS and before not in _NOT_DROPPED:
+            anchors.append(" ".join(tokens[:i]).rstrip(",;:") + "?")
     return tuple(anchors)
 
 

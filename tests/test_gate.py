@@ -239,12 +239,22 @@ def test_a_question_asking_something_else_is_refused(demo_hunt, question, paraph
 
 def test_a_modifier_may_be_left_out_but_not_a_negation_or_keyword():
     anchors = gate.anchors_of("which murder case were you never able to solve in the old town?")
-    assert anchors[1:] == ("which case were you never able to solve in the old town?",)
+    assert anchors[1] == "which case were you never able to solve in the old town?"
     assert gate.anchors_of("which murder case was never solved?", ("murder",)) == (
         "which murder case was never solved?",
     )
     spec = gate.ClueSpec("currents", ("Who taught you to read the river currents?",), ("current",))
     assert gate.match("who taught you to read the currents", [spec]).opened == "currents"
+
+
+def test_a_closing_phrase_may_be_left_out():
+    anchors = gate.anchors_of("who gave you the top hat you wear in the ring?")
+    assert anchors[1:] == ("who gave you the top hat you wear?",)
+    # Not right after a function word, and never down to fewer than four words.
+    assert gate.anchors_of("who did you sail with in the war?")[1:] == ("who did you sail?",)
+    assert gate.anchors_of("who lives in the tower?") == ("who lives in the tower?",)
+    spec = gate.ClueSpec("hat", ("Who gave you the top hat you wear in the ring?",), ("hat",))
+    assert gate.match("who gave you that hat", [spec]).opened == "hat"
 
 
 def test_a_pronoun_after_a_sentence_naming_the_topic_reads_as_the_topic():
@@ -317,6 +327,12 @@ def test_a_form_of_address_or_a_typo_changes_nothing(demo_hunt, text):
 def test_were_misspelt_for_where_reads_as_where():
     assert gate.correct_spelling("were did you find it", frozenset()) == "where did you find it"
     assert gate.correct_spelling("were you afraid", frozenset()) == "were you afraid"
+
+
+def test_a_misspelt_short_word_is_corrected_but_not_a_two_letter_one():
+    vocabulary = frozenset({"you", "gave", "hat", "how"})
+    assert gate.correct_spelling("who gave yuo the hat", vocabulary) == "who gave you the hat"
+    assert gate.correct_spelling("hw old", vocabulary) == "hw old"
 
 
 def test_a_clue_threshold_overrides_the_default(demo_hunt):

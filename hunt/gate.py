@@ -356,12 +356,16 @@ def question_kinds(text: str) -> set[str]:
             kinds.add(PLACE)
         elif token in ("when", "when's"):
             kinds.add(TIME)
+            if i and tokens[i - 1] == "since":  # "since when" asks when, and how long
+                kinds.update((DEGREE, f"{DEGREE}:long"))
         elif token in ("what", "which", "what's"):
             following = tokens[i + 1 : i + 4]
             if nxt in _TIME_NOUNS:
                 kinds.add(TIME)
             elif "number" in following[:2] or "count" in following[:2]:
                 kinds.update((DEGREE, f"{DEGREE}:many"))  # "what's the number of" is "how many"
+            elif nxt in ("length", "duration"):
+                kinds.update((DEGREE, f"{DEGREE}:long"))  # "for what length of time"
             elif nxt in _PERSON_NOUNS:
                 kinds.add(PERSON)
             elif nxt in _PLACE_NOUNS:

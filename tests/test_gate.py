@@ -293,7 +293,7 @@ def test_what_made_or_kept_from_asks_why_but_what_keeps_asks_what():
     assert gate.question_kinds("what keeps the lamp burning?") == {gate.OPEN}
 
 
-def test_how_high_is_not_how_far_but_how_many_hours_is_how_long():
+def test_how_high_is_not_how_far_but_how_many_hours_and_since_when_are_how_long():
     def relation(question: str, window: str) -> str:
         return gate.kind_relation(gate.question_kinds(question), gate.question_kinds(window))
 
@@ -301,6 +301,11 @@ def test_how_high_is_not_how_far_but_how_many_hours_is_how_long():
     assert relation("how high did it fly?", "how far did it fly?") == "other"
     assert relation("how many steps are there?", "how long is the climb?") == "other"
     assert relation("how long can you hold your breath?", "how many minutes can you?") == "same"
+    guiding = "how long have you been guiding caravans?"
+    assert relation(guiding, "since when have you guided caravans?") == "same"
+    assert relation(guiding, "for what length of time have you led caravans?") == "same"
+    assert relation("when did you start guiding?", "since when have you guided caravans?") == "same"
+    assert relation("how far have you walked?", "since when have you walked?") == "other"
 
 
 def test_a_yes_no_question_does_not_open_a_wh_clue(demo_hunt):

@@ -666,7 +666,8 @@ _TRAILING_PREPOSITIONS = frozenset(
 @lru_cache(maxsize=4096)
 def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]:
     """A normalised right question as embedded: itself, then once without each modifier a
-    player may leave out ("who taught you to read the currents" for "... the river currents").
+    player may leave out ("who taught you to read the currents" for "... the river currents"),
+    then cut before each closing phrase ("who gave you the red hat" for "... in the ring?").
 
     The encoder scores a dropped modifier as a large change, as large as a changed verb; the
     shorter anchors score it as what it is. Keywords, negations, contrast words and function
@@ -674,11 +675,11 @@ def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]
     """
     base = strip_wrappers(question)
     tokens = base.split()
+    bare = [re.sub(r"[^\w']", "", token) for token in tokens]  # without punctuation
     keyword_stems = stems_of(keywords)
     anchors = [base]
     for i, token in enumerate(tokens[:-1]):
-        word = re.sub(r"[^\w']", "", token)
-        following = re.sub(r"[^\w']", "", tokens[i + 1])
+        word, following = bare[i], bare[i + 1]
         # Only a word right before another content word, and not ending a clause: a modifier
         # in front of its noun ("river currents", "stone oven"), not the verb or the noun.
         if (
@@ -693,11 +694,10 @@ def anchors_of(question: str, keywords: tuple[str, ...] = ()) -> tuple[str, ...]
         ):
             continue
         anchors.append(" ".join(tokens[:i] + tokens[i + 1 :]))
-    # The question without a closing phrase ("who gave you the red hat" for "... you wear in the
-    # ring?"): cut before a preposition that follows a content word, keeping four words or more.
+    # Closing phrases: cut before a preposition that follows a content word, keeping four
+    # words or more.
     for i in range(4, len(tokens)):
-        before = re.sub(r"[^\w']", "", tokens[i - 1])
-        if tokens[i] in _TRAILING_PREPOSITIONS and before not in _NOT_DROPPED:
+        if tokens[i] in _TRAILING_PREPOSITIONS and bare[i - 1] not in _NOT_DROPPED:
             anchors.append(" ".join(tokens[:i]).rstrip(",;:") + "?")
     return tuple(anchors)
 

@@ -307,7 +307,7 @@ def run_turn(message_id: int, publisher: Publisher) -> float | None:
 
 
 def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> None:
-    from hunt import gate
+    from hunt import gate, leaks
 
     conversation = message.conversation
     hunt = conversation.avatar.hunt
@@ -320,7 +320,7 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
         parts = turn_parts(message, outcome)
         engine = avatar_engine.get_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
-        guard = gate.ReplyGuard(message, outcome, parts)
+        guard = leaks.ReplyGuard(message, outcome, *said_in(parts))
         text = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
     if text is None:
         logger.info("turn %s was taken over or expired; stopping", message.pk)
@@ -350,6 +350,17 @@ def generate_and_store(message: Message, claim: Claim, publisher: Publisher) -> 
     except Exception:
         # Only a speed-up for the next turn; this one is done.
         logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
+
+
+def said_in(parts: prompts.PromptParts) -> tuple[list[str], list[str]]:
+    """The player's words in a prompt, and the avatar's side of it (what the player has seen
+    the avatar say): the reply guard treats the words a player put forward as guesses alike,
+    right or wrong, less those the avatar already uses."""
+    typed = [parts.message, summary.visitor_text(parts.summary)]
+    typed += [t.text for t in parts.turns if t.role == "player"]
+    seen = [parts.persona, parts.greeting, parts.hunt_context, parts.summary]
+    seen += [t.text for t in parts.turns if t.role != "player"]
+    return typed, seen
 
 
 def turn_parts(message: Message, outcome) -> prompts.PromptParts:

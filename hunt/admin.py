@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.utils.translation import gettext_lazy as _
 
-from hunt.hunt_files import bip39_words
+from hunt.bip39 import bip39_words
 from hunt.models import ApiToken, Claim, Clue, Discovery, Hunt, Player, SeedWord, guarded_words_in
 
 

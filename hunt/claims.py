@@ -15,7 +15,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from hunt.hunt_files import bip39_checksum_ok, bip39_words, phrase_of
+from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
 from hunt.leaderboard import announce_leaderboard_change
 from hunt.models import PHRASE_LENGTH, Claim, Hunt, Player
 

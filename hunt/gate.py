@@ -47,10 +47,6 @@ from django.core.cache import cache as django_cache
 from django.db import IntegrityError, transaction
 
 from hunt.leaks import (
-    StreamGuard,
-    find_guarded_words,
-    guess_spans,
-    normalize,
     normalize_message,
     split_sentences,
     words_of,
@@ -1005,84 +1001,6 @@ def open_clues(message) -> GateOutcome:
     if count >= HINT_AFTER and near_clue.hints:
         hint = near_clue.hints[count % len(near_clue.hints)]
     return GateOutcome(hint=hint)
-
-
-# The reply guard -------------------------------------------------------------------------------
-
-
-class ReplyGuard:
-    """The leak guard for one turn's reply (see hunt.leaks.StreamGuard for the behaviour).
-
-    Locked: every guarded word of the hunt that the player has not discovered. Allowed: the
-    player's discoveries, this turn's included. `feed(chunk)` returns what may be streamed now,
-    `finish()` the rest (held-back text, reveal lines the model left out, or the stand-in line
-    when the reply gave a locked word away); then `text` is the whole reply.
-
-    Guesses: a player may type a locked word ("is the word olive?"); it then sits in the prompt
-    and the model may echo it. Replacing only that echo would tell a right guess from a wrong
-    one, so every BIP39 word that the player's words in the prompt (`parts`) put forward as a
-    guess is guarded for this turn alike, right or wrong (see typed_guesses). Words the player
-    has seen the avatar use (persona, greeting, earlier replies) are left out: they cannot be
-    locked words, so saying them again tells nothing. A word only mentioned in a sentence
-    ("tell me about olives") is no guess: guarding those would replace most ordinary replies.
-    """
-
-    def __init__(self, message, outcome: GateOutcome, parts=None):
-        from hunt.models import Discovery
-
-        hunt = message.conversation.avatar.hunt
-        words = hunt.guarded_words() if hunt else {}
-        mine = set(
-            Discovery.objects.filter(
-                player=message.conversation.player, word__hunt=hunt
-            ).values_list("word__position", flat=True)
-        ) if hunt else set()  # fmt: skip
-        allowed = [w for pos, w in words.items() if pos in mine]
-        locked = [w for pos, w in words.items() if pos not in mine]
-        if hunt and parts is not None:
-            locked += typed_guesses(parts, allowed)
-        self._guard = StreamGuard(
-            locked=list(dict.fromkeys(locked)),
-            allowed=allowed,
-            reveals=[(r.word, r.reveal_line) for r in outcome.reveals],
-            seed=message.pk,
-        )
-
-    def feed(self, chunk: str) -> str:
-        return self._guard.feed(chunk)
-
-    def finish(self) -> str:
-        return self._guard.finish()
-
-    @property
-    def text(self) -> str:
-        return self._guard.text
-
-    @property
-    def tripped(self) -> bool:
-        return self._guard.tripped
-
-
-def typed_guesses(parts, allowed: Iterable[str] = ()) -> list[str]:
-    """The BIP39 words that the player's words in this prompt put forward as guesses (see
-    ReplyGuard), less the words the avatar's side of the prompt already uses and the player's
-    own discoveries."""
-    from avatars.engine.summary import visitor_text
-    from hunt.hunt_files import bip39_words
-
-    typed = [parts.message, visitor_text(parts.summary)]
-    typed += [t.text for t in parts.turns if t.role == "player"]
-    seen = [parts.persona, parts.greeting, parts.hunt_context, parts.summary]
-    seen += [t.text for t in parts.turns if t.role != "player"]
-    public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
-    wordlist = bip39_words()
-    # Only words put forward as guesses (hunt.leaks.guess_spans): guarding every seed-list
-    # word a player mentions replaced 31 of 50 ordinary replies of the demo avatars ("tell me
-    # about your cat" -> any reply saying "cat"). Plain, inflected and spelled-out forms: the
-    # ones a model turns back into the word; the detector's exotic readings (reversed, ROT-n)
-    # would find some guess in any text ("the" is "rug" reversed under ROT13).
-    spans = [span for text in typed for span in guess_spans(text, wordlist)]
-    return find_guarded_words("\n".join(spans), wordlist - public)
 
 
 # Evaluation (tune_gate, eval_gate) -------------------------------------------------------------

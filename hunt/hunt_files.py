@@ -14,7 +14,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from avatars.models import Avatar
+from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
 from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, SeedWord, guarded_words_in
 
 FORMAT = "lostwallet.hunt/1"
@@ -42,24 +42,6 @@ class HuntFileError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-@cache
-def bip39_words() -> frozenset[str]:
-    from mnemonic import Mnemonic
-
-    return frozenset(Mnemonic("english").wordlist)
-
-
-def bip39_checksum_ok(words: list[str]) -> bool:
-    from mnemonic import Mnemonic
-
-    return Mnemonic("english").check(" ".join(words))
-
-
-def phrase_of(words: list[str]) -> str:
-    """The canonical phrase that `phrase_hash` hashes: lower case, single spaces."""
-    return " ".join(w.strip().lower() for w in words)
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""Text normalisation and the leak detector: pure functions, no database, no model.
+"""Text normalisation, the leak detector and the reply guard.
+
+Everything but ReplyGuard (which reads the player's discoveries) is pure: no database, no
+model.
 
 Two users:
 - the clue gate (hunt/gate.py) normalises a player's message before matching it, so that
   invisible characters, look-alike letters and spaced-out letters change nothing;
-- the reply guard (`StreamGuard`, wrapped by hunt.gate.ReplyGuard) checks every reply to a
+- the reply guard (`StreamGuard`, wrapped by ReplyGuard) checks every reply to a
   player for the guarded words that player has not unlocked, in any form a model could be
   talked into writing: plain, inflected, spaced, reversed, leet, base64, hex, decimal or
   alphabet-position codes, binary, NATO alphabet, Caesar/ROT shifts and acrostics.
@@ -22,6 +25,10 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hunt.gate import GateOutcome
 
 MAX_MESSAGE_CHARS = 600  # the gate reads no further (the chat contract allows 500)
 
@@ -409,7 +416,7 @@ def _held_from(text: str) -> int:
 
 
 class StreamGuard:
-    """Checks a reply as it streams; see hunt.gate.ReplyGuard for the turn-level wrapper.
+    """Checks a reply as it streams; see ReplyGuard for the turn-level wrapper.
 
     `feed(chunk)` returns the text that is safe to send now; `finish()` returns the rest;
     afterwards `text` is the whole reply, and always equals everything returned, in order.
@@ -493,3 +500,84 @@ def _joined(before: str, line: str, interrupted: bool = False) -> str:
     if interrupted and stripped[-1] not in ".!?…\"”'":
         glue = "…" + (" " if before == stripped else "") if glue else "… "
     return glue + line
+
+
+# The reply guard -------------------------------------------------------------------------------
+
+
+class ReplyGuard:
+    """The leak guard for one turn's reply (see StreamGuard for the behaviour).
+
+    Locked: every guarded word of the hunt that the player has not discovered. Allowed: the
+    player's discoveries, this turn's included. `feed(chunk)` returns what may be streamed now,
+    `finish()` the rest (held-back text, reveal lines the model left out, or the stand-in line
+    when the reply gave a locked word away); then `text` is the whole reply.
+
+    Guesses: a player may type a locked word ("is the word olive?"); it then sits in the prompt
+    and the model may echo it. Replacing only that echo would tell a right guess from a wrong
+    one, so every BIP39 word that the player's words in the prompt (`typed`) put forward as a
+    guess is guarded for this turn alike, right or wrong (see typed_guesses). Words the player
+    has seen the avatar use (persona, greeting, earlier replies) are left out: they cannot be
+    locked words, so saying them again tells nothing. A word only mentioned in a sentence
+    ("tell me about olives") is no guess: guarding those would replace most ordinary replies.
+    """
+
+    def __init__(
+        self,
+        message,
+        outcome: GateOutcome,
+        typed: Sequence[str] | None = None,
+        seen: Sequence[str] = (),
+    ):
+        from hunt.models import Discovery
+
+        hunt = message.conversation.avatar.hunt
+        words = hunt.guarded_words() if hunt else {}
+        mine = set(
+            Discovery.objects.filter(
+                player=message.conversation.player, word__hunt=hunt
+            ).values_list("word__position", flat=True)
+        ) if hunt else set()  # fmt: skip
+        allowed = [w for pos, w in words.items() if pos in mine]
+        locked = [w for pos, w in words.items() if pos not in mine]
+        if hunt and typed is not None:
+            locked += typed_guesses(typed, seen, allowed)
+        self._guard = StreamGuard(
+            locked=list(dict.fromkeys(locked)),
+            allowed=allowed,
+            reveals=[(r.word, r.reveal_line) for r in outcome.reveals],
+            seed=message.pk,
+        )
+
+    def feed(self, chunk: str) -> str:
+        return self._guard.feed(chunk)
+
+    def finish(self) -> str:
+        return self._guard.finish()
+
+    @property
+    def text(self) -> str:
+        return self._guard.text
+
+    @property
+    def tripped(self) -> bool:
+        return self._guard.tripped
+
+
+def typed_guesses(
+    typed: Sequence[str], seen: Sequence[str], allowed: Iterable[str] = ()
+) -> list[str]:
+    """The BIP39 words that the player's words in this prompt (`typed`) put forward as guesses
+    (see ReplyGuard), less the words of the avatar's side of the prompt (`seen`) and the
+    player's own discoveries."""
+    from hunt.bip39 import bip39_words
+
+    public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
+    wordlist = bip39_words()
+    # Only words put forward as guesses (guess_spans): guarding every seed-list word a player
+    # mentions replaced 31 of 50 ordinary replies of the demo avatars ("tell me about your
+    # cat" -> any reply saying "cat"). Plain, inflected and spelled-out forms: the ones a model
+    # turns back into the word; the detector's exotic readings (reversed, ROT-n) would find
+    # some guess in any text ("the" is "rug" reversed under ROT13).
+    spans = [span for text in typed for span in guess_spans(text, wordlist)]
+    return find_guarded_words("\n".join(spans), wordlist - public)

@@ -11,8 +11,8 @@ from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Message
-from avatars.tasks import turn_parts
-from hunt import gate
+from avatars.tasks import said_in, turn_parts
+from hunt import gate, leaks
 from hunt.models import Clue, Discovery, Hunt, Player
 from tests.hunt_helpers import discover, run_together
 
@@ -525,7 +525,7 @@ def test_the_reply_guard_locks_every_word_the_player_has_not_found(demo_hunt, ma
     player = make_player()
     discover(player, demo_hunt, 7)  # "stool" is this player's
     message = say(player, Avatar.objects.get(slug="old-marta"), "Hello")
-    guard = gate.ReplyGuard(message, gate.GateOutcome())
+    guard = leaks.ReplyGuard(message, gate.GateOutcome())
     sent = guard.feed("Have a stool, the elite sit here. ") + guard.finish()
     assert guard.tripped
     assert "elite" not in sent and sent == guard.text
@@ -537,7 +537,7 @@ def test_an_echoed_guess_is_replaced_alike_whether_right_or_wrong(demo_hunt, mak
     guard would tell players which guess is right."""
     message = say(make_player(), Avatar.objects.get(slug="old-marta"), f"Is the word {guess}?")
     outcome = gate.open_clues(message)
-    guard = gate.ReplyGuard(message, outcome, turn_parts(message, outcome))
+    guard = leaks.ReplyGuard(message, outcome, *said_in(turn_parts(message, outcome)))
     word = guess.replace("-", "").replace(" ", "")
     sent = guard.feed(f"{word.title()}? Never heard that word, dear. ") + guard.finish()
     assert guard.tripped
@@ -548,7 +548,7 @@ def test_words_the_avatar_already_uses_are_no_guesses(demo_hunt, make_player):
     """Marta's persona talks about the sea, so the word cannot be locked: echoing it is fine."""
     message = say(make_player(), Avatar.objects.get(slug="old-marta"), "Is the word sea?")
     outcome = gate.open_clues(message)
-    guard = gate.ReplyGuard(message, outcome, turn_parts(message, outcome))
+    guard = leaks.ReplyGuard(message, outcome, *said_in(turn_parts(message, outcome)))
     sent = guard.feed("The sea? It is all I have known. ") + guard.finish()
     assert not guard.tripped and sent.startswith("The sea?")
 
@@ -557,7 +557,7 @@ def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):
     player = make_player()
     message = say(player, Avatar.objects.get(slug="old-marta"), "What fuels the lighthouse lamp?")
     outcome = gate.open_clues(message)
-    guard = gate.ReplyGuard(message, outcome)
+    guard = leaks.ReplyGuard(message, outcome)
     text = guard.feed("Steady now. ") + guard.finish()
     assert not guard.tripped
     assert text.endswith(outcome.reveals[0].reveal_line) and "agent" in text

@@ -250,7 +250,7 @@ def _http_error(request, exc: HttpError):
 
 
 def _hunt(slug: str) -> Hunt:
-    return get_object_or_404(Hunt.objects.select_related("winner__user"), slug=slug)
+    return get_object_or_404(Hunt.objects.with_winner(), slug=slug)
 
 
 def _winner(hunt: Hunt) -> dict | None:
@@ -323,9 +323,7 @@ def hunt_detail(request, slug: str):
         # Decrypt only the caller's own discoveries: every other word stays sealed.
         found = {
             d.word.position: d.word.reveal_word()
-            for d in Discovery.objects.filter(player__user=user, word__hunt=hunt).select_related(
-                "word"
-            )
+            for d in Discovery.objects.of(hunt, user=user).select_related("word")
         }
     return {
         "slug": hunt.slug,
@@ -388,7 +386,7 @@ def hunt_leaderboard(request, slug: str):
 def hunt_progress(request, slug: str):
     hunt = _hunt(slug)
     discoveries = (
-        Discovery.objects.filter(player__user=request.auth, word__hunt=hunt)
+        Discovery.objects.of(hunt, user=request.auth)
         .select_related("word", "clue__avatar")
         .order_by("word__position")
     )

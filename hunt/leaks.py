@@ -529,14 +529,14 @@ class ReplyGuard:
         typed: Sequence[str] | None = None,
         seen: Sequence[str] = (),
     ):
-        from hunt.models import Discovery
+        from hunt.models import Discovery  # here: hunt.models imports this module
 
         hunt = message.conversation.avatar.hunt
         words = hunt.guarded_words() if hunt else {}
         mine = set(
-            Discovery.objects.filter(
-                player=message.conversation.player, word__hunt=hunt
-            ).values_list("word__position", flat=True)
+            Discovery.objects.of(hunt, player=message.conversation.player).values_list(
+                "word__position", flat=True
+            )
         ) if hunt else set()  # fmt: skip
         allowed = [w for pos, w in words.items() if pos in mine]
         locked = [w for pos, w in words.items() if pos not in mine]

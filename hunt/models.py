@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import secrets as pysecrets
+import secrets
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from hunt import secrets
+from hunt import crypto
 from hunt.leaks import find_guarded_words
 
 PHRASE_LENGTH = 24
@@ -32,6 +32,13 @@ def guarded_words_in(texts: Iterable[str], words: Iterable[str]) -> list[str]:
     hints, questions, keywords, descriptions): such a text would hand the word to everyone.
     """
     return find_guarded_words("\n".join(t for t in texts if t), words)
+
+
+class HuntQuerySet(models.QuerySet):
+    def with_winner(self) -> HuntQuerySet:
+        """Hunts with their winner and the winner's account read in the same query (pages and
+        REST answers that name the winner)."""
+        return self.select_related("winner__user")
 
 
 class Hunt(models.Model):
@@ -73,6 +80,8 @@ class Hunt(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = HuntQuerySet.as_manager()
+
     class Meta:
         ordering = ["-starts_at"]
         constraints = [
@@ -100,7 +109,7 @@ class Hunt(models.Model):
         return self.status == self.Status.LIVE
 
     def guarded_words(self) -> dict[int, str]:
-        """Position -> clear word, for the gate and the reply guard only (see hunt/secrets.py)."""
+        """Position -> clear word, for the gate and the reply guard only (see hunt/crypto.py)."""
         return {w.position: w.reveal_word() for w in self.words.all() if w.has_word}
 
 
@@ -109,7 +118,7 @@ class SeedWord(models.Model):
     position = models.PositiveSmallIntegerField(
         validators=[MinValueValidator(1), MaxValueValidator(PHRASE_LENGTH)]
     )
-    # Fernet token, empty for a word hidden outside this server (see hunt/secrets.py).
+    # Fernet token, empty for a word hidden outside this server (see hunt/crypto.py).
     word_encrypted = models.TextField(blank=True, editable=False)
     world = models.CharField(max_length=120, blank=True)
     hint = models.CharField(max_length=300, blank=True)
@@ -132,10 +141,10 @@ class SeedWord(models.Model):
         return bool(self.word_encrypted)
 
     def reveal_word(self) -> str:
-        return secrets.decrypt_word(self.word_encrypted) if self.word_encrypted else ""
+        return crypto.decrypt_word(self.word_encrypted) if self.word_encrypted else ""
 
     def set_word(self, word: str) -> None:
-        self.word_encrypted = secrets.encrypt_word(word.strip().lower()) if word.strip() else ""
+        self.word_encrypted = crypto.encrypt_word(word.strip().lower()) if word.strip() else ""
 
 
 class Player(models.Model):
@@ -208,6 +217,13 @@ class Clue(models.Model):
         return [*self.questions, *self.keywords, *self.hints, self.reveal_line]
 
 
+class DiscoveryQuerySet(models.QuerySet):
+    def of(self, hunt, *, player=None, user=None) -> DiscoveryQuerySet:
+        """The words found in `hunt` by `player` (or by the player of account `user`)."""
+        mine = {"player": player} if user is None else {"player__user": user}
+        return self.filter(word__hunt=hunt, **mine)
+
+
 class Discovery(models.Model):
     player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="discoveries")
     word = models.ForeignKey(SeedWord, on_delete=models.CASCADE, related_name="discoveries")
@@ -217,6 +233,8 @@ class Discovery(models.Model):
     )
     first = models.BooleanField(default=False)
     found_at = models.DateTimeField(default=timezone.now)
+
+    objects = DiscoveryQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "discoveries"
@@ -291,7 +309,7 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user) -> str:
         """Creates a token and returns its raw value, shown to the client once."""
-        raw = pysecrets.token_urlsafe(32)
+        raw = secrets.token_urlsafe(32)
         cls.objects.create(user=user, digest=cls._digest(raw))
         return raw
 

@@ -25,7 +25,7 @@ from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, Player
 
 
 def _hunt(slug: str) -> Hunt:
-    return get_object_or_404(Hunt.objects.select_related("winner__user"), slug=slug)
+    return get_object_or_404(Hunt.objects.with_winner(), slug=slug)
 
 
 def home(request):
@@ -71,7 +71,7 @@ def hunt_detail(request, slug: str):
     if player is not None:
         found = {
             d.word.position: d
-            for d in Discovery.objects.filter(player=player, word__hunt=hunt).select_related(
+            for d in Discovery.objects.of(hunt, player=player).select_related(
                 "word", "clue__avatar"
             )
         }

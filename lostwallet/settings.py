@@ -67,7 +67,7 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-secret-key-never-use-in-production"
 
-# Guarded seed words are encrypted at rest with this key (hunt/secrets.py). It is separate from
+# Guarded seed words are encrypted at rest with this key (hunt/crypto.py). It is separate from
 # SECRET_KEY so that rotating session signing does not make every hunt unreadable.
 ENCRYPTION_KEY = env_str("ENCRYPTION_KEY")
 if not ENCRYPTION_KEY:

@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from hunt.hunt_files import import_hunt_file
+from avatars.hunt_files import import_hunt_file
 from hunt.models import Hunt, Player
 
 ROOT = Path(__file__).resolve().parent.parent

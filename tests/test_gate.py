@@ -1,18 +1,23 @@
-"""The clue gate (hunt/gate.py): paraphrases of the demo clues open them and near misses do
-not; stuffing, normalisation tricks, prerequisites, the near-miss budget, hints, and the
-discovery it records (race-safe, `first` for one finder, leaderboard told after commit)."""
+"""The clue gate (hunt/gate.py; its matcher and checks, hunt/matcher.py): paraphrases of the
+demo clues open them and near misses do not; stuffing, normalisation tricks, prerequisites, the
+near-miss budget, hints, and the discovery it records (race-safe, `first` for one finder,
+leaderboard told after commit); each check of the matcher, on and off."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from io import StringIO
 from unittest import mock
 
 import pytest
+from django.core.management import call_command
 from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Message
 from avatars.tasks import said_in, turn_parts
-from hunt import gate, leaks
+from hunt import encoder, gate, leaks, matcher, questions
 from hunt.models import Clue, Discovery, Hunt, Player
 from tests.hunt_helpers import discover, run_together
 
@@ -78,14 +83,14 @@ NEAR_MISSES = {
 }
 
 
-def specs_of(avatar: Avatar) -> tuple[list[gate.ClueSpec], frozenset[str]]:
-    clues = [gate.ClueSpec.of(c) for c in Clue.objects.filter(avatar=avatar)]
-    return clues, gate.vocabulary_of(clues)
+def specs_of(avatar: Avatar) -> tuple[list[matcher.ClueSpec], frozenset[str]]:
+    clues = [matcher.ClueSpec.of(c) for c in Clue.objects.filter(avatar=avatar)]
+    return clues, questions.vocabulary_of(clues)
 
 
 def opened_by(avatar: Avatar, text: str):
     clues, vocabulary = specs_of(avatar)
-    return gate.match(text, clues, vocabulary, names=frozenset(avatar.name.lower().split()))
+    return matcher.match(text, clues, vocabulary, names=frozenset(avatar.name.lower().split()))
 
 
 def clue_at(hunt: Hunt, position: int) -> Clue:
@@ -120,10 +125,11 @@ def test_paraphrases_of_the_demo_clues_open_them(demo_hunt):
     for clue in Clue.objects.filter(word__hunt=demo_hunt).select_related("avatar"):
         for text in clue.examples:
             others = [
-                gate.ClueSpec.of(c, leave_out=text) for c in Clue.objects.filter(avatar=clue.avatar)
+                matcher.ClueSpec.of(c, leave_out=text)
+                for c in Clue.objects.filter(avatar=clue.avatar)
             ]
             names = frozenset(clue.avatar.name.lower().split())
-            results.append((text, clue.pk, gate.match(text, others, names=names).opened))
+            results.append((text, clue.pk, matcher.match(text, others, names=names).opened))
     for slug, texts in PARAPHRASES.items():
         avatar = Avatar.objects.get(slug=slug)
         keys = {c.pk for c in Clue.objects.filter(avatar=avatar)}
@@ -196,22 +202,22 @@ def test_normalisation_tricks_read_as_the_plain_question(demo_hunt, text):
 def test_a_keyword_is_required_in_the_same_sentence(demo_hunt):
     marta = Avatar.objects.get(slug="old-marta")
     clue = clue_at(demo_hunt, 3)
-    spec = gate.ClueSpec(clue.pk, tuple(clue.questions), ("whale",))
-    assert gate.match("What keeps the lighthouse lamp burning at night?", [spec]).opened is None
+    spec = matcher.ClueSpec(clue.pk, tuple(clue.questions), ("whale",))
+    assert matcher.match("What keeps the lighthouse lamp burning at night?", [spec]).opened is None
     assert opened_by(marta, "What keeps the lighthouse lamp burning at night?").opened == clue.pk
 
 
 def test_a_different_kind_of_question_is_refused_however_close(demo_hunt):
-    spec = gate.ClueSpec("treasure", ("Where did you bury the treasure?",), ("treasure",))
-    assert gate.match("Where did you bury the treasure, captain?", [spec]).opened == "treasure"
+    spec = matcher.ClueSpec("treasure", ("Where did you bury the treasure?",), ("treasure",))
+    assert matcher.match("Where did you bury the treasure, captain?", [spec]).opened == "treasure"
     for text in ("When did you bury the treasure?", "Why did you bury the treasure?"):
-        assert gate.match(text, [spec]).opened is None
+        assert matcher.match(text, [spec]).opened is None
 
 
 def test_a_swapped_contrast_word_is_refused(demo_hunt):
-    spec = gate.ClueSpec("rose", ("Where does the blue rose grow?",), ("rose",))
-    assert gate.match("where do the blue roses grow?", [spec]).opened == "rose"
-    assert gate.match("Where does the red rose grow?", [spec]).opened is None
+    spec = matcher.ClueSpec("rose", ("Where does the blue rose grow?",), ("rose",))
+    assert matcher.match("where do the blue roses grow?", [spec]).opened == "rose"
+    assert matcher.match("Where does the red rose grow?", [spec]).opened is None
 
 
 @pytest.mark.parametrize(
@@ -232,70 +238,83 @@ def test_a_swapped_contrast_word_is_refused(demo_hunt):
     ],
 )
 def test_a_question_asking_something_else_is_refused(demo_hunt, question, paraphrase, near_misses):
-    spec = gate.ClueSpec("elephant", (question,), ("elephant",))
-    assert gate.match(paraphrase, [spec]).opened == "elephant"
-    assert [gate.match(text, [spec]).opened for text in near_misses] == [None, None]
+    spec = matcher.ClueSpec("elephant", (question,), ("elephant",))
+    assert matcher.match(paraphrase, [spec]).opened == "elephant"
+    assert [matcher.match(text, [spec]).opened for text in near_misses] == [None, None]
 
 
 def test_a_modifier_may_be_left_out_but_not_a_negation_or_keyword():
-    anchors = gate.anchors_of("which murder case were you never able to solve in the old town?")
+    anchors = questions.anchors_of(
+        "which murder case were you never able to solve in the old town?"
+    )
     assert anchors[1] == "which case were you never able to solve in the old town?"
-    assert gate.anchors_of("which murder case was never solved?", ("murder",)) == (
+    assert questions.anchors_of("which murder case was never solved?", ("murder",)) == (
         "which murder case was never solved?",
     )
-    spec = gate.ClueSpec("currents", ("Who taught you to read the river currents?",), ("current",))
-    assert gate.match("who taught you to read the currents", [spec]).opened == "currents"
+    spec = matcher.ClueSpec(
+        "currents", ("Who taught you to read the river currents?",), ("current",)
+    )
+    assert matcher.match("who taught you to read the currents", [spec]).opened == "currents"
 
 
 def test_a_closing_phrase_may_be_left_out():
-    anchors = gate.anchors_of("who gave you the top hat you wear in the ring?")
+    anchors = questions.anchors_of("who gave you the top hat you wear in the ring?")
     assert anchors[1:] == ("who gave you the top hat you wear?",)
     # Not right after a function word, and never down to fewer than four words.
-    assert gate.anchors_of("who did you sail with in the war?")[1:] == ("who did you sail?",)
-    assert gate.anchors_of("who lives in the tower?") == ("who lives in the tower?",)
-    spec = gate.ClueSpec("hat", ("Who gave you the top hat you wear in the ring?",), ("hat",))
-    assert gate.match("who gave you that hat", [spec]).opened == "hat"
+    assert questions.anchors_of("who did you sail with in the war?")[1:] == ("who did you sail?",)
+    assert questions.anchors_of("who lives in the tower?") == ("who lives in the tower?",)
+    spec = matcher.ClueSpec("hat", ("Who gave you the top hat you wear in the ring?",), ("hat",))
+    assert matcher.match("who gave you that hat", [spec]).opened == "hat"
 
 
 def test_a_pronoun_after_a_sentence_naming_the_topic_reads_as_the_topic():
-    windows = gate.windows_of(["i saw your old scar.", "how did it happen?"], frozenset({"scar"}))
+    windows = questions.windows_of(
+        ["i saw your old scar.", "how did it happen?"], frozenset({"scar"})
+    )
     assert windows[-1] == "how did the scar happen?"
-    spec = gate.ClueSpec("egg", ("Where did you find the dragon egg?",), ("egg",))
+    spec = matcher.ClueSpec("egg", ("Where did you find the dragon egg?",), ("egg",))
     text = "That egg by the fire is as big as a barrel. Where did you find it?"
-    assert gate.match(text, [spec]).opened == "egg"
+    assert matcher.match(text, [spec]).opened == "egg"
 
 
 def test_someone_else_in_place_of_you_asks_something_else():
     question = "how long can you hold your breath?"
-    assert gate.swaps_contrast(question, "how long can your father hold his breath?")
-    assert not gate.swaps_contrast(question, "brother anselm, how long can you hold it?")
-    assert not gate.swaps_contrast(
+    assert questions.swaps_contrast(question, "how long can your father hold his breath?")
+    assert not questions.swaps_contrast(question, "brother anselm, how long can you hold it?")
+    assert not questions.swaps_contrast(
         "what herb do you put in your grandmother's soup?", "what herb is in your grandma's soup"
     )
 
 
 def test_a_converse_verb_is_no_opposite():
-    assert gate.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
-    assert not gate.swaps_contrast("who taught you to play the lute?", "who did you learn from?")
+    assert questions.swaps_contrast("why did the elephant leave?", "why did the elephant join?")
+    assert not questions.swaps_contrast(
+        "who taught you to play the lute?", "who did you learn from?"
+    )
 
 
 def test_a_count_asked_with_what_is_a_how_many_question():
-    assert gate.question_kinds("what's the number of steps?") == gate.question_kinds(
+    assert questions.question_kinds("what's the number of steps?") == questions.question_kinds(
         "how many steps?"
     )
-    assert gate.kind_relation({gate.DEGREE}, gate.question_kinds("what's the count?")) == "same"
-    assert gate.question_kinds("which person taught you?") == {gate.PERSON}
+    assert (
+        questions.kind_relation({questions.DEGREE}, questions.question_kinds("what's the count?"))
+        == "same"
+    )
+    assert questions.question_kinds("which person taught you?") == {questions.PERSON}
 
 
 def test_what_made_or_kept_from_asks_why_but_what_keeps_asks_what():
-    assert gate.question_kinds("what made you spare the dragon?") == {gate.REASON}
-    assert gate.question_kinds("what kept you from shooting the stag?") == {gate.REASON}
-    assert gate.question_kinds("what keeps the lamp burning?") == {gate.OPEN}
+    assert questions.question_kinds("what made you spare the dragon?") == {questions.REASON}
+    assert questions.question_kinds("what kept you from shooting the stag?") == {questions.REASON}
+    assert questions.question_kinds("what keeps the lamp burning?") == {questions.OPEN}
 
 
 def test_how_high_is_not_how_far_but_how_many_hours_and_since_when_are_how_long():
     def relation(question: str, window: str) -> str:
-        return gate.kind_relation(gate.question_kinds(question), gate.question_kinds(window))
+        return questions.kind_relation(
+            questions.question_kinds(question), questions.question_kinds(window)
+        )
 
     assert relation("how high did it fly?", "how tall was it?") == "same"
     assert relation("how high did it fly?", "how far did it fly?") == "other"
@@ -309,11 +328,11 @@ def test_how_high_is_not_how_far_but_how_many_hours_and_since_when_are_how_long(
 
 
 def test_a_yes_no_question_does_not_open_a_wh_clue(demo_hunt):
-    spec = gate.ClueSpec("hut", ("Who lives in the hut above the glacier?",), ("hut",))
-    assert gate.match("Can I sleep in the hut above the glacier?", [spec]).opened is None
-    assert gate.match("Does anyone live in the hut above the glacier? Who?", [spec]).opened
+    spec = matcher.ClueSpec("hut", ("Who lives in the hut above the glacier?",), ("hut",))
+    assert matcher.match("Can I sleep in the hut above the glacier?", [spec]).opened is None
+    assert matcher.match("Does anyone live in the hut above the glacier? Who?", [spec]).opened
     # A polite request for the answer is no yes/no question.
-    assert not gate.asks_yes_or_no("could you tell me who lives in the hut?", set())
+    assert not questions.asks_yes_or_no("could you tell me who lives in the hut?", set())
 
 
 @pytest.mark.parametrize(
@@ -325,19 +344,21 @@ def test_a_yes_no_question_does_not_open_a_wh_clue(demo_hunt):
     ],
 )
 def test_a_form_of_address_or_a_typo_changes_nothing(demo_hunt, text):
-    spec = gate.ClueSpec("forest", ("Which part of the forest is cursed?",), ("forest",))
-    assert gate.match(text, [spec]).opened == "forest"
+    spec = matcher.ClueSpec("forest", ("Which part of the forest is cursed?",), ("forest",))
+    assert matcher.match(text, [spec]).opened == "forest"
 
 
 def test_were_misspelt_for_where_reads_as_where():
-    assert gate.correct_spelling("were did you find it", frozenset()) == "where did you find it"
-    assert gate.correct_spelling("were you afraid", frozenset()) == "were you afraid"
+    assert (
+        questions.correct_spelling("were did you find it", frozenset()) == "where did you find it"
+    )
+    assert questions.correct_spelling("were you afraid", frozenset()) == "were you afraid"
 
 
 def test_a_misspelt_short_word_is_corrected_but_not_a_two_letter_one():
     vocabulary = frozenset({"you", "gave", "hat", "how"})
-    assert gate.correct_spelling("who gave yuo the hat", vocabulary) == "who gave you the hat"
-    assert gate.correct_spelling("hw old", vocabulary) == "hw old"
+    assert questions.correct_spelling("who gave yuo the hat", vocabulary) == "who gave you the hat"
+    assert questions.correct_spelling("hw old", vocabulary) == "hw old"
 
 
 def test_a_clue_threshold_overrides_the_default(demo_hunt):
@@ -354,18 +375,18 @@ def test_matching_is_deterministic(demo_hunt):
     marta = Avatar.objects.get(slug="old-marta")
     clues, vocabulary = specs_of(marta)
     text = "so what keeps that old lamp going all night?"
-    first = gate.analyse(text, clues, vocabulary)
-    gate.embed.cache_clear()
-    again = gate.analyse(text, clues, vocabulary)
+    first = matcher.analyse(text, clues, vocabulary)
+    encoder.embed.cache_clear()
+    again = matcher.analyse(text, clues, vocabulary)
     assert [{k: s.score for k, s in row.items()} for row in first.scores] == [
         {k: s.score for k, s in row.items()} for row in again.scores
     ]
 
 
 def test_the_tuned_parameters_are_stored_with_their_derivation():
-    params = gate.default_params()
+    params = matcher.default_params()
     assert 0.5 < params.threshold < 1
-    data = gate.PARAMS_FILE.read_text()
+    data = matcher.PARAMS_FILE.read_text()
     assert "tune_gate" in data
 
 
@@ -498,7 +519,7 @@ def test_losing_the_first_finder_race_records_a_plain_discovery(demo_hunt, make_
 
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_right_questions_make_one_discovery(make_player):
-    from hunt.hunt_files import import_hunt_file
+    from avatars.hunt_files import import_hunt_file
     from tests.conftest import DEMO_HUNT
 
     hunt = import_hunt_file(DEMO_HUNT)
@@ -512,7 +533,7 @@ def test_two_simultaneous_right_questions_make_one_discovery(make_player):
         say(player, marta, "What keeps the lighthouse lamp burning at night?"),
         say(player, marta, "What fuel do you put in the lamp of the lighthouse?"),
     ]
-    gate.model()  # loaded before the race, so both threads reach the database together
+    encoder.model()  # loaded before the race, so both threads reach the database together
     outcomes = run_together(gate.open_clues, messages)
     assert Discovery.objects.filter(player=player).count() == 1
     assert sum(len(o.reveals) for o in outcomes) == 1
@@ -561,3 +582,65 @@ def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):
     text = guard.feed("Steady now. ") + guard.finish()
     assert not guard.tripped
     assert text.endswith(outcome.reveals[0].reveal_line) and "agent" in text
+
+
+# The matcher's checks, one at a time ------------------------------------------------------------
+
+LAMP = matcher.ClueSpec(1, ("What keeps the lighthouse lamp burning at night?",), ("lamp",))
+LAMP_AT_ALL = matcher.ClueSpec(2, ("What keeps the lighthouse lamp burning?",), ("lamp",))
+BRIDGE = matcher.ClueSpec(3, ("Who built the old stone bridge?",), ("bridge",))
+CHECK_CASES = {
+    "sentences": ("Hi. Calm sea. Boats. Ferry. Gulls. Why? What keeps the lamp burning?", [LAMP]),
+    "question_marks": ("Hm? Really? Why? What keeps the lighthouse lamp burning at night?", [LAMP]),
+    "long_window": ("What keeps the lighthouse lamp burning at night " + "and " * 40 + "?", [LAMP]),
+    "list": ("What keeps the lamp, the wick, the oil, the glass, the tower burning?", [LAMP]),
+    "question_words": ("What who where when why keeps the lamp burning?", [LAMP]),
+    "keyword_list": ("lamp lamp lamp burning", [LAMP]),
+    "kind": ("Who keeps the lighthouse lamp burning at night?", [LAMP]),
+    "yes_no": ("Is the lighthouse lamp burning at night?", [LAMP]),
+    "contrast": ("What keeps the lighthouse lamp burning in the day?", [LAMP]),
+    "keyword": ("What keeps the lighthouse light burning at night?", [LAMP]),
+    "ambiguous": ("What keeps the lighthouse lamp burning at night?", [LAMP, LAMP_AT_ALL]),
+    "several": ("What keeps the lighthouse lamp burning at night? Who built the old stone bridge?",
+                [LAMP, BRIDGE]),
+}  # fmt: skip
+
+
+def refusals(text: str, clues, params: matcher.Params) -> set[str]:
+    """The names of the checks that refused something of this message."""
+    analysis = matcher.analyse(text, clues, params=params)
+    decision = matcher.decide(analysis, clues, params)
+    blocked = {s.blocked for row in analysis.scores for s in row.values()}
+    return ({analysis.stuffed, decision.reason, *analysis.skipped.values()} | blocked) - {None, ""}
+
+
+def test_every_check_has_a_case_here():
+    assert sorted(CHECK_CASES) == sorted(c.name for c in matcher.CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECK_CASES))
+def test_a_check_refuses_under_its_name_and_refuses_nothing_when_switched_off(name):
+    text, clues = CHECK_CASES[name]
+    tuned = matcher.default_params()
+    assert name in refusals(text, clues, tuned)
+    assert name not in refusals(text, clues, replace(tuned, without=frozenset([name])))
+
+
+def test_tune_gate_without_measures_each_check_against_all_on(tmp_path):
+    items = [
+        {
+            "id": "lamp", "scene": "lighthouse", "questions": list(LAMP.questions),
+            "keywords": ["lamp"], "paraphrases": ["What keeps your lighthouse lamp lit at night?"],
+            "near_misses": ["Who keeps the lighthouse lamp burning at night?"],
+        }
+    ]  # fmt: skip
+    data = tmp_path / "tiny.json"
+    data.write_text(json.dumps({"items": items}))
+    out = StringIO()
+    call_command(
+        "tune_gate", "--data", data, "--holdout", data, "--without", "kind", "keyword", stdout=out
+    )
+    rows = {line.split()[0]: line.split()[1:] for line in out.getvalue().splitlines()[2:]}
+    assert list(rows) == ["(none)", "kind", "keyword"]
+    assert rows["(none)"][:3] == ["1.000", "/", "0.000"]  # recall / false unlocks, tiny.json
+    assert rows["kind"][:3] == ["1.000", "/", "1.000"]  # the near miss asks who: now it opens

@@ -11,13 +11,13 @@ from django.contrib.auth.hashers import check_password
 from django.core.management import CommandError, call_command
 from mnemonic import Mnemonic
 
-from avatars.models import Avatar
-from hunt.hunt_files import (
+from avatars.hunt_files import (
     HuntFileError,
     export_hunt_document,
     import_hunt_document,
     validate_hunt_document,
 )
+from avatars.models import Avatar
 from hunt.models import Clue, Discovery, Hunt, SeedWord
 from tests.conftest import DEMO_HUNT
 

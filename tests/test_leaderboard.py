@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import override_settings
 
+from avatars.hunt_files import import_hunt_document
 from hunt import leaderboard as lb
 from hunt.api import LeaderboardOut
 from hunt.claims import do_claim
-from hunt.hunt_files import import_hunt_document
 from hunt.models import Hunt, Player
 from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import (

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from hunt import secrets
+from hunt import crypto
 from hunt.models import SeedWord
 from tests.conftest import DEMO_HUNT, ROOT, require_postgres
 
@@ -43,7 +43,7 @@ def test_seed_words_are_stored_encrypted(demo_hunt):
         clear = seed.reveal_word()
         assert clear in demo_phrase()
         assert clear not in seed.word_encrypted
-        assert secrets.decrypt_word(seed.word_encrypted) == clear
+        assert crypto.decrypt_word(seed.word_encrypted) == clear
 
 
 @pytest.mark.django_db

@@ -18,51 +18,17 @@ a CPU) and counts replies that contained a guarded word before the reply guard, 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hunt import gate
+from avatars.engine import get_engine, prompts
+from avatars.models import Avatar
+from hunt.gate_eval import Rates, attack_corpora, measure_clue, params_of, suggest_threshold
 from hunt.leaks import StreamGuard, find_leaks, normalize_message, words_of
-
-
-def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = None):
-    """Recall on the clue's examples and false unlocks on its counterexamples, with the clue's
-    threshold set to `threshold` when given."""
-
-    def specs(leave_out: str | None = None) -> list[gate.ClueSpec]:
-        out = [gate.ClueSpec.of(c, leave_out=leave_out) for c in clues]
-        if threshold is None:
-            return out
-        return [replace(s, threshold=threshold) if s.key == clue.pk else s for s in out]
-
-    examples, counter = gate.Rates(), gate.Rates()
-    for text in clue.examples:
-        # Leave-one-out: the example is not among the anchors it is measured by.
-        others = specs(leave_out=text)
-        examples.add(
-            text, clue.pk, gate.match(text, others, gate.vocabulary_of(others), names=names)
-        )
-    anchors = specs()
-    vocabulary = gate.vocabulary_of(anchors)
-    for text in clue.counterexamples:
-        counter.add(text, None, gate.match(text, anchors, vocabulary, names=names))
-    return examples, counter
-
-
-def suggest_threshold(clue, clues, names: frozenset[str], opened_at: float) -> dict:
-    """The lowest threshold (in steps of 0.005) above every score with which a counterexample
-    opened the clue, and what the clue's examples and counterexamples give with it."""
-    threshold = round(math.floor(opened_at / 0.005 + 1) * 0.005, 3)
-    examples, counter = measure_clue(clue, clues, names, threshold)
-    return {
-        "threshold": threshold,
-        "examples": [examples.opened, examples.positives],
-        "counterexamples": [counter.false_unlocks, counter.negatives],
-    }
+from hunt.matcher import ClueSpec, default_params, match, vocabulary_of
+from hunt.models import Clue, Hunt
 
 
 class Command(BaseCommand):
@@ -83,31 +49,28 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, slug, json_path: Path | None, replies, no_attacks, shared, **options):
-        from avatars.models import Avatar
-        from hunt.models import Clue, Hunt
-
         hunt = Hunt.objects.filter(slug=slug).first()
         if hunt is None:
             raise CommandError(f"no hunt with slug {slug!r}")
-        corpora = {} if no_attacks else gate.attack_corpora(shared)
+        corpora = {} if no_attacks else attack_corpora(shared)
         words = hunt.guarded_words()
-        report: dict = {"hunt": slug, "params": vars(gate.default_params()), "clues": []}
-        totals = {"examples": gate.Rates(), "counterexamples": gate.Rates(), "attacks": 0}
+        report: dict = {"hunt": slug, "params": params_of(default_params()), "clues": []}
+        totals = {"examples": Rates(), "counterexamples": Rates(), "attacks": 0}
         attack_total = 0
         for avatar in Avatar.objects.filter(hunt=hunt).order_by("slug"):
             clues = list(Clue.objects.filter(avatar=avatar).select_related("word"))
             if not clues:
                 continue
-            specs = [gate.ClueSpec.of(c) for c in clues]
-            vocabulary = gate.vocabulary_of(specs)
+            specs = [ClueSpec.of(c) for c in clues]
+            vocabulary = vocabulary_of(specs)
             names = frozenset(words_of(normalize_message(avatar.name)))
 
             def decide(text, specs=specs, vocabulary=vocabulary, names=names):
-                return gate.match(text, specs, vocabulary, names=names)
+                return match(text, specs, vocabulary, names=names)
 
             attack_unlocks: dict[int, list[str]] = {c.pk: [] for c in clues}
-            for corpus, prompts in corpora.items():
-                for prompt in prompts:
+            for corpus, texts in corpora.items():
+                for prompt in texts:
                     opened = decide(prompt).opened
                     if opened is not None:
                         attack_unlocks[opened].append(f"{corpus}: {prompt[:80]}")
@@ -128,7 +91,7 @@ class Command(BaseCommand):
                 row = {
                     "avatar": avatar.slug,
                     "position": clue.word.position,
-                    "threshold": clue.threshold or gate.default_params().threshold,
+                    "threshold": clue.threshold or default_params().threshold,
                     "examples": [examples.opened, examples.positives],
                     "missed_examples": examples.misses,
                     "counterexamples": [counter.false_unlocks, counter.negatives],
@@ -151,7 +114,7 @@ class Command(BaseCommand):
             "attack_prompts_sent": attack_total,
         }
         if replies:
-            attacks = corpora or gate.attack_corpora(shared)
+            attacks = corpora or attack_corpora(shared)
             report["replies"] = self.generated_leaks(hunt, attacks, replies, words)
         self.print_table(report)
         if json_path:
@@ -161,9 +124,8 @@ class Command(BaseCommand):
     def generated_leaks(self, hunt, corpora, per_avatar: int, words: dict[int, str]) -> dict:
         """Runs the real model on attack prompts (no reveal: nothing unlocked) and checks its
         replies for guarded words before and after the reply guard."""
-        from avatars.engine import get_engine, prompts
+        # Here, not at the top: engine.py imports torch, which the gate's measure needs not.
         from avatars.engine.engine import Request, Sampling
-        from avatars.models import Avatar
 
         engine = get_engine()
         flat = [p for corpus in corpora.values() for p in corpus][:per_avatar]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from hunt.hunt_files import HuntFileError, import_hunt_file
+from avatars.hunt_files import HuntFileError, import_hunt_file
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from hunt.hunt_files import export_hunt_document
+from avatars.hunt_files import export_hunt_document
 from hunt.models import Hunt
 
 

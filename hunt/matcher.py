@@ -1,0 +1,440 @@
+"""The clue gate's matcher: does a message ask one of these clues' right questions?
+
+Pure: no database; shared by the gate (hunt/gate.py), `tune_gate` and `eval_gate`.
+
+1. The message is normalised (hunt.leaks.normalize_message: NFKC, invisible characters
+   dropped, look-alikes mapped, casefolded, spaced letters collapsed, capped), misspellings are
+   corrected toward the words of the avatar's clues, and it is split into sentences. Windows are
+   single sentences, pairs of neighbouring ones ("I saw your lamp. What keeps it burning?") and
+   sentences whose pronoun stands for the keyword of the one before (hunt/questions.py).
+2. Each window is embedded (hunt/encoder.py) and compared by cosine with every anchor of every
+   right question of every candidate clue, and of the clue's `examples` (more phrasings the
+   organizer says must open it).
+3. The checks (CHECKS, below) refuse a whole message, skip a window, block a question or a
+   clue in a window, or refuse a window or message in which several clues pass; a window's
+   score must then reach the clue's threshold (default from hunt/gate_data/params.json).
+   So at most one clue opens per message.
+
+Each check is a small named object, so that one can be switched off (`Params.without`) and
+what it earns measured: `python manage.py tune_gate --without each`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from hunt.encoder import embed
+from hunt.leaks import normalize_message, split_sentences, words_of
+from hunt.questions import (
+    anchors_of,
+    asks_yes_or_no,
+    correct_spelling,
+    has_keyword,
+    kind_relation,
+    question_kinds,
+    stem,
+    stems_of,
+    strip_wrappers,
+    swaps_contrast,
+    vocabulary_of,
+    windows_of,
+)
+
+DATA_DIR = Path(__file__).resolve().parent / "gate_data"
+PARAMS_FILE = DATA_DIR / "params.json"
+
+MAX_SENTENCES = 6  # a message longer than this is a wall of text: it opens nothing
+MAX_QUESTION_MARKS = 3  # more questions than this in one message: stuffing
+MAX_WINDOW_WORDS = 40  # longer windows dilute any question: skipped
+MAX_LIST_SEPARATORS = 3  # a window with more commas/semicolons/slashes/"or" is a list
+MAX_WH_WORDS = 3  # a window with more question words is a list of questions
+KEYWORD_SHARE = 0.5  # a window whose words are mostly keywords is a keyword list
+NEAR_BAND = 0.1  # a score this close under the threshold is a near miss
+
+
+# Parameters -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Params:
+    threshold: float
+    type_penalty: float
+    drop_penalty: float = 0.0
+    without: frozenset[str] = frozenset()  # names of checks switched off (for measuring them)
+
+    def checks(self, stage: type[Check]) -> list:
+        return [c for c in CHECKS if isinstance(c, stage) and c.name not in self.without]
+
+    def on(self, name: str) -> bool:
+        return name not in self.without
+
+
+@cache
+def default_params() -> Params:
+    """The tuned parameters (hunt/gate_data/params.json, written by `tune_gate --write`)."""
+    data = json.loads(PARAMS_FILE.read_text())
+    return Params(
+        threshold=float(data["threshold"]),
+        type_penalty=float(data["type_penalty"]),
+        drop_penalty=float(data["drop_penalty"]),
+    )
+
+
+# What is matched --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClueSpec:
+    """What the matcher needs of a clue (a Clue row, or an item of the tuning data)."""
+
+    key: object
+    questions: tuple[str, ...]
+    keywords: tuple[str, ...] = ()
+    threshold: float | None = None
+
+    @classmethod
+    def of(cls, clue, leave_out: str | None = None) -> ClueSpec:
+        """The clue's right questions plus its `examples` (phrasings the organizer says must
+        open it: more anchors, better recall). `leave_out` drops one example, so that
+        eval_gate measures each example against the others only."""
+        anchors = [*clue.questions, *(e for e in clue.examples if e != leave_out)]
+        return cls(
+            key=clue.pk,
+            questions=tuple(dict.fromkeys(q for q in anchors if q.strip())),
+            keywords=tuple(k for k in clue.keywords if k.strip()),
+            threshold=clue.threshold,
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a message as the checks see it."""
+
+    text: str
+    tokens: list[str]
+    kinds: set[str]  # the kinds of question it asks (hunt.questions.question_kinds)
+    yes_no: bool  # a yes/no question ("is the lamp hot?")
+    keyword_stems: frozenset[str]  # the stems of every candidate clue's keywords
+
+
+@dataclass(frozen=True)
+class Question:
+    """One normalised right question (or example) of a clue."""
+
+    text: str
+    kinds: set[str]
+
+
+@dataclass
+class WindowScore:
+    """A clue's best score in one window; `blocked` names the check that keeps it shut."""
+
+    score: float
+    blocked: str | None = None
+
+
+@dataclass
+class Analysis:
+    """A message scored against clues, before thresholds are applied."""
+
+    text: str
+    stuffed: str | None = None  # the check that refused the whole message
+    windows: list[str] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)  # window index -> the check
+    scores: list[dict[object, WindowScore]] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    opened: object | None = None  # the key of the clue that opens
+    score: float = 0.0
+    near: list[object] = field(default_factory=list)  # keys of clues nearly matched
+    reason: str = ""
+
+
+# Checks -----------------------------------------------------------------------------------------
+
+
+class Check:
+    """A rule of the matcher. `name` switches it off (Params.without) and labels what it
+    refused (Analysis.stuffed / skipped, WindowScore.blocked, Decision.reason)."""
+
+    name = ""
+
+
+class MessageCheck(Check):
+    """Refuses a whole message: it opens nothing, whatever it scores."""
+
+    def refuses(self, normalized: str, sentences: list[str]) -> bool:
+        raise NotImplementedError
+
+
+class WindowCheck(Check):
+    """Skips a window: it is scored against no clue."""
+
+    def skips(self, window: Window) -> bool:
+        raise NotImplementedError
+
+
+class QuestionCheck(Check):
+    """Blocks one right question in a window, or costs its score a penalty."""
+
+    def blocks(self, question: Question, window: Window) -> bool:
+        return False
+
+    def penalty(self, question: Question, window: Window, params: Params) -> float:
+        return 0.0
+
+
+class ClueCheck(Check):
+    """Blocks a clue in a window, whatever its questions score."""
+
+    def blocks(self, clue: ClueSpec, window: Window) -> bool:
+        raise NotImplementedError
+
+
+class OneClueCheck(Check):
+    """Refuses a scope (a window, or the whole message) in which more than one clue passes."""
+
+    scope = ""
+
+
+class TooManySentences(MessageCheck):
+    name = "sentences"
+
+    def refuses(self, normalized, sentences):
+        return len(sentences) > MAX_SENTENCES
+
+
+class TooManyQuestionMarks(MessageCheck):
+    name = "question_marks"
+
+    def refuses(self, normalized, sentences):
+        return normalized.count("?") > MAX_QUESTION_MARKS
+
+
+class LongWindow(WindowCheck):
+    name = "long_window"
+
+    def skips(self, window):
+        return len(window.tokens) > MAX_WINDOW_WORDS
+
+
+class ListWindow(WindowCheck):
+    name = "list"
+
+    def skips(self, window):
+        text = window.text
+        separators = len(re.findall(r"[,;/|]", text)) + len(re.findall(r"\bor\b", text))
+        return separators > MAX_LIST_SEPARATORS
+
+
+class QuestionWords(WindowCheck):
+    """A window with many question words is a list of questions."""
+
+    name = "question_words"
+
+    def skips(self, window):
+        wh = ("who", "what", "where", "when", "why", "how", "which")
+        return sum(t in wh for t in window.tokens) > MAX_WH_WORDS
+
+
+class KeywordList(WindowCheck):
+    """A window that is mostly keywords asks nothing."""
+
+    name = "keyword_list"
+
+    def skips(self, window):
+        count = sum(stem(t) in window.keyword_stems for t in window.tokens)
+        return count >= 3 and count > KEYWORD_SHARE * len(window.tokens)
+
+
+class QuestionKind(QuestionCheck):
+    """Another kind of question (who for where) asks for another answer; a looser one (what
+    for why) costs Params.type_penalty."""
+
+    name = "kind"
+
+    def blocks(self, question, window):
+        return kind_relation(question.kinds, window.kinds) == "other"
+
+    def penalty(self, question, window, params):
+        loose = kind_relation(question.kinds, window.kinds) == "loose"
+        return params.type_penalty if loose else 0.0
+
+
+class YesOrNo(QuestionCheck):
+    """A yes/no question asks whether, not who/what/where."""
+
+    name = "yes_no"
+
+    def blocks(self, question, window):
+        return window.yes_no and bool(question.kinds)
+
+
+class Contrast(QuestionCheck):
+    """A contrasting word in place of the question's (red for blue), or someone else in place
+    of "you", asks something else."""
+
+    name = "contrast"
+
+    def blocks(self, question, window):
+        return swaps_contrast(question.text, window.text)
+
+
+class Keyword(ClueCheck):
+    """A clue with keywords opens only for a window holding one of them."""
+
+    name = "keyword"
+
+    def blocks(self, clue, window):
+        return not has_keyword(window.text, clue.keywords)
+
+
+class OneClueAWindow(OneClueCheck):
+    """One sentence passing for two clues is a list, or a vague question."""
+
+    name = "ambiguous"
+    scope = "window"
+
+
+class OneClueAMessage(OneClueCheck):
+    name = "several"
+    scope = "message"
+
+
+CHECKS: list[Check] = [
+    TooManySentences(),
+    TooManyQuestionMarks(),
+    LongWindow(),
+    ListWindow(),
+    QuestionWords(),
+    KeywordList(),
+    QuestionKind(),
+    YesOrNo(),
+    Contrast(),
+    Keyword(),
+    OneClueAWindow(),
+    OneClueAMessage(),
+]
+
+
+# Matching ---------------------------------------------------------------------------------------
+
+
+def _question_score(
+    vector: np.ndarray, clue: ClueSpec, question: Question, window: Window, params: Params
+) -> WindowScore:
+    """The window's score against one right question (its best anchor), or why it is blocked.
+    A blocked score keeps its unpenalised value: it still tells a near miss."""
+    whole, *shorter = anchors_of(question.text, clue.keywords)
+    score = max(
+        [
+            float(np.dot(vector, embed(whole))),
+            *(float(np.dot(vector, embed(a))) - params.drop_penalty for a in shorter),
+        ]
+    )
+    checks = params.checks(QuestionCheck)
+    for check in checks:
+        if check.blocks(question, window):
+            return WindowScore(score, check.name)
+    return WindowScore(score - sum(c.penalty(question, window, params) for c in checks))
+
+
+def analyse(
+    text: str,
+    clues: Sequence[ClueSpec],
+    vocabulary: frozenset[str] | None = None,
+    params: Params | None = None,
+    names: frozenset[str] = frozenset(),
+) -> Analysis:
+    """Scores a message against clues (see module doc); thresholds are applied by `decide`."""
+    params = params or default_params()
+    vocabulary = vocabulary if vocabulary is not None else vocabulary_of(clues)
+    normalized = normalize_message(text)
+    analysis = Analysis(text=normalized)
+    if not clues or not normalized:
+        return analysis
+    sentences = split_sentences(correct_spelling(normalized, vocabulary))
+    for check in params.checks(MessageCheck):
+        if check.refuses(normalized, sentences):
+            analysis.stuffed = check.name
+            return analysis  # opens nothing, whatever it scores
+    keyword_stems = stems_of(k for c in clues for k in c.keywords)
+    analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
+    for i, text_ in enumerate(analysis.windows):
+        kinds = question_kinds(text_)
+        window = Window(text_, words_of(text_), kinds, asks_yes_or_no(text_, kinds), keyword_stems)
+        skipped = next((c.name for c in params.checks(WindowCheck) if c.skips(window)), None)
+        if skipped:
+            analysis.skipped[i] = skipped
+            analysis.scores.append({})
+            continue
+        vector = embed(strip_wrappers(text_, names, vocabulary))
+        row = {}
+        for clue in clues:
+            best: WindowScore | None = None
+            for question_text in clue.questions:
+                q = normalize_message(question_text)
+                candidate = _question_score(
+                    vector, clue, Question(q, question_kinds(q)), window, params
+                )
+                if best is None or (candidate.blocked is None, candidate.score) > (
+                    best.blocked is None,
+                    best.score,
+                ):
+                    best = candidate
+            if best is not None and best.blocked is None:
+                best.blocked = next(
+                    (c.name for c in params.checks(ClueCheck) if c.blocks(clue, window)), None
+                )
+            if best is not None:
+                row[clue.key] = best
+        analysis.scores.append(row)
+    return analysis
+
+
+def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None = None) -> Decision:
+    """Applies thresholds and the one-clue checks: at most one clue opens per message, and
+    none when several would."""
+    params = params or default_params()
+    thresholds = {
+        c.key: c.threshold if c.threshold is not None else params.threshold for c in clues
+    }
+    one_clue = {c.scope: c.name for c in params.checks(OneClueCheck)}
+    passing: list[tuple[float, object]] = []
+    near: set[object] = set()
+    refused = ""
+    for row in analysis.scores:
+        here = [(s.score, key) for key, s in row.items() if s.blocked is None
+                and s.score >= thresholds[key]]  # fmt: skip
+        for key, s in row.items():
+            if s.score >= thresholds[key] - NEAR_BAND:
+                near.add(key)
+        if len(here) > 1 and "window" in one_clue:
+            refused = one_clue["window"]
+            continue
+        passing.extend(here)
+    several = len({key for _score, key in passing}) > 1 and "message" in one_clue
+    if analysis.stuffed or several or not passing:
+        reason = analysis.stuffed or (one_clue["message"] if several else refused)
+        return Decision(near=sorted(near, key=str), reason=reason)
+    score, key = max(passing, key=lambda p: (p[0], str(p[1])))
+    return Decision(opened=key, score=score, near=sorted(near - {key}, key=str))
+
+
+def match(
+    text: str,
+    clues: Sequence[ClueSpec],
+    vocabulary: frozenset[str] | None = None,
+    params: Params | None = None,
+    names: frozenset[str] = frozenset(),
+) -> Decision:
+    return decide(analyse(text, clues, vocabulary, params, names), clues, params)

@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from avatars import chat, tasks
+from avatars import chat, turns
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _expire(self, message_id: int) -> None:
         try:
-            while (wait := await _db(tasks.expire_stuck_turn)(message_id)) is not None:
+            while (wait := await _db(turns.expire_stuck_turn)(message_id)) is not None:
                 await asyncio.sleep(wait)
         except asyncio.CancelledError:
             raise

@@ -30,7 +30,7 @@ from avatars import engine as avatar_engine
 from avatars.engine import prompts
 from avatars.models import Message
 from avatars.publishing import Publisher, server_loop
-from avatars.turns import run_turn
+from avatars.turns import TIME_LIMIT_GRACE, run_turn
 
 # Re-exported for tests/test_gate.py only, which is being edited on another branch: once it
 # imports them from avatars.turns, these two lines go.
@@ -84,8 +84,9 @@ def run_local_turn(message_id: int, loop: asyncio.AbstractEventLoop | None) -> N
     ignore_result=True,
     max_retries=None,
     # Enforced by prefork pools; run_turn keeps its own deadline too, for the threads pool.
-    soft_time_limit=120,
-    time_limit=150,
+    # Read at import, as a decorator argument must be: a worker's settings never change.
+    soft_time_limit=settings.GENERATION_TIME_LIMIT,
+    time_limit=settings.GENERATION_TIME_LIMIT + TIME_LIMIT_GRACE,
 )
 def generate_reply(self, message_id: int) -> None:
     wait = run_turn(message_id, Publisher())

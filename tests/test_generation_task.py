@@ -310,6 +310,8 @@ def test_with_redis_the_job_goes_to_the_generation_queue_after_commit(
     assert route["queue"].name == "generation"
     options = tasks.generate_reply
     assert (options.acks_late, options.reject_on_worker_lost) == (True, True)
+    limit = settings.GENERATION_TIME_LIMIT
+    assert (options.soft_time_limit, options.time_limit) == (limit, limit + 30)
 
 
 def test_a_turn_nobody_claimed_in_time_is_failed_for_the_player(conversation, settings):

@@ -75,9 +75,7 @@ class TurnLease:
         """Heartbeat: refreshes the lease; False when the turn is no longer this job's (taken
         over, or failed by the chat socket's deadline)."""
         now = timezone.now()
-        renewed = Message.objects.filter(
-            pk=self.message_id, status=Message.Status.GENERATING, claimed_at=self.claimed_at
-        ).update(claimed_at=now)
+        renewed = Message.objects.leased(self.message_id, self.claimed_at).update(claimed_at=now)
         if renewed:
             self.claimed_at = now
         return bool(renewed)
@@ -151,20 +149,13 @@ def claim_turn(message_id: int) -> TurnLease | float | None:
 def still_ours(lease: TurnLease) -> Message | None:
     """The leased message, locked until the end of the transaction, if this job still owns
     the turn."""
-    return (
-        Message.objects.select_for_update()
-        .filter(pk=lease.message_id, status=Message.Status.GENERATING, claimed_at=lease.claimed_at)
-        .first()
-    )
+    return Message.objects.leased(lease.message_id, lease.claimed_at).select_for_update().first()
 
 
 def history(message: Message, conversation: Conversation) -> list[Message]:
     """Stored turns after the summary and before `message`: answered player messages and
     their replies (a failed turn's message has no answer and is left out)."""
-    rows = conversation.messages.filter(pk__lt=message.pk, status=Message.Status.DONE)
-    if conversation.summary_upto:
-        rows = rows.filter(pk__gt=conversation.summary_upto)
-    return list(rows.order_by("id"))
+    return list(Message.objects.unsummarised(conversation).filter(pk__lt=message.pk))
 
 
 def reveal_lines(outcome) -> tuple[str, ...]:
@@ -356,10 +347,7 @@ def fold_summary(conversation_id: int, tokenizer) -> bool:
         .select_for_update(of=("self",))
         .get(pk=conversation_id)
     )
-    rows = conversation.messages.filter(status=Message.Status.DONE)
-    if conversation.summary_upto:
-        rows = rows.filter(pk__gt=conversation.summary_upto)
-    rows = list(rows.order_by("id"))
+    rows = list(Message.objects.unsummarised(conversation))
     parts = conversation_parts(conversation, rows)
     new_summary, folded = summary.plan_fold(tokenizer, parts, prompts.prompt_budget())
     if not folded:
@@ -388,18 +376,15 @@ def warm_next_turn(engine, conversation_id: int) -> None:
     and types: after a fold the summary changed, and without this the next turn would pay for
     recomputing the whole prompt before its first token."""
     conversation = Conversation.objects.select_related("avatar__hunt").get(pk=conversation_id)
-    rows = conversation.messages.filter(status=Message.Status.DONE)
-    if conversation.summary_upto:
-        rows = rows.filter(pk__gt=conversation.summary_upto)
-    parts = conversation_parts(conversation, list(rows.order_by("id")))
+    parts = conversation_parts(conversation, list(Message.objects.unsummarised(conversation)))
     prompt = prompts.build_prompt(engine.tokenizer, parts)
     engine.warm(prompts.prefix_ids(engine.tokenizer, parts, prompt))
 
 
 def fail_turn(lease: TurnLease, group: str | None, publisher: Publisher) -> None:
-    failed = Message.objects.filter(
-        pk=lease.message_id, status=Message.Status.GENERATING, claimed_at=lease.claimed_at
-    ).update(status=Message.Status.FAILED)
+    failed = Message.objects.leased(lease.message_id, lease.claimed_at).update(
+        status=Message.Status.FAILED
+    )
     if failed and group:
         publisher.send(group, failed_event(lease.message_id))
 

@@ -36,6 +36,7 @@ from avatars.engine import prompts, summary
 from avatars.engine.cleaning import ReplyCleaner
 from avatars.models import Conversation, Message
 from avatars.publishing import Publisher, server_loop
+from lostwallet.wire import chat_event, discovery_frame, failed_event, reply_frame, token_frame
 
 logger = logging.getLogger(__name__)
 
@@ -210,19 +211,9 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
     # After commit (store_reply's transaction is over). Discoveries first: the contract
     # promises that a discovered word is in this turn's reply text.
     for r in outcome.reveals:
-        publisher.send(
-            group,
-            {
-                "type": "chat.discovery",
-                "position": r.position,
-                "word": r.word,
-                "hunt": hunt.slug if hunt else None,
-                "first": r.first,
-            },
-        )
-    publisher.send(
-        group, {"type": "chat.reply", "reply_to": message.pk, "message_id": reply.pk, "text": text}
-    )
+        frame = discovery_frame(r.position, r.word, hunt.slug if hunt else None, r.first)
+        publisher.send(group, chat_event(frame))
+    publisher.send(group, chat_event(reply_frame(message.pk, reply.pk, text)))
     try:
         warm_next_turn(engine, reply.conversation_id)
     except Exception:
@@ -288,7 +279,7 @@ def stream_reply(
             pending += guard.feed(cleaner.feed(raw))
             now = time.monotonic()
             if pending and now - last_flush >= FLUSH_SECONDS:
-                publisher.send(group, token_event(message.pk, pending))
+                publisher.send(group, chat_event(token_frame(message.pk, pending)))
                 pending, last_flush = "", now
             if heartbeat.lost:
                 return None
@@ -301,12 +292,8 @@ def stream_reply(
     pending += guard.feed(cleaner.finish(complete=complete))
     pending += guard.finish()
     if pending:
-        publisher.send(group, token_event(message.pk, pending))
+        publisher.send(group, chat_event(token_frame(message.pk, pending)))
     return guard.text
-
-
-def token_event(reply_to: int, text: str) -> dict:
-    return {"type": "chat.token", "reply_to": reply_to, "text": text}
 
 
 def store_reply(message, lease: TurnLease, text: str, prompt, tokenizer) -> Message | None:
@@ -387,14 +374,6 @@ def fail_turn(lease: TurnLease, group: str | None, publisher: Publisher) -> None
     )
     if failed and group:
         publisher.send(group, failed_event(lease.message_id))
-
-
-def failed_event(reply_to: int) -> dict:
-    return {
-        "type": "chat.failed",
-        "reply_to": reply_to,
-        "detail": "The avatar could not answer; please ask again.",
-    }
 
 
 def expire_stuck_turn(message_id: int) -> float | None:

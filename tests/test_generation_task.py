@@ -21,6 +21,7 @@ from django.utils import timezone
 from avatars import publishing, tasks, turns
 from avatars.engine.engine import EngineError
 from avatars.models import Avatar, Conversation, Message
+from lostwallet.wire import failed_event
 
 pytest_plugins = ["tests.engine_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -322,7 +323,7 @@ def test_a_turn_nobody_claimed_in_time_is_failed_for_the_player(conversation, se
     )
     listener = Listener(conversation.group_name())
     assert turns.expire_stuck_turn(message.pk) is None
-    assert listener.turn(message.pk)[-1] == turns.failed_event(message.pk)
+    assert listener.turn(message.pk)[-1] == failed_event(message.pk)
     assert Message.objects.get(pk=message.pk).status == "failed"
     assert turns.expire_stuck_turn(message.pk) is None  # finished: nothing more to watch
 

@@ -7,7 +7,6 @@ scripts call them directly. Frames are built here too, so the consumer stays a t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -19,7 +18,7 @@ from avatars import tasks
 from avatars.models import Avatar, Conversation, Feedback, Message
 from hunt.models import Discovery, Hunt, Player
 from lostwallet import ratelimit
-from lostwallet.wire import CloseCode, ErrorCode
+from lostwallet.wire import CloseCode, ErrorCode, iso_ms
 
 IN_FLIGHT = (Message.Status.PENDING, Message.Status.GENERATING)
 
@@ -50,10 +49,6 @@ class ChatSession:
     hunt_slug: str | None
     rate_per_minute: int
     burst: int
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def avatar_open_to(avatar: Avatar, user) -> bool:
@@ -108,7 +103,7 @@ def message_frame(message: Message) -> dict:
         "id": message.pk,
         "role": message.role,
         "text": message.text,
-        "created_at": iso(message.created_at),
+        "created_at": iso_ms(message.created_at),
     }
     if message.role == Message.Role.PLAYER:
         item["status"] = message.status

@@ -15,6 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
@@ -23,7 +25,7 @@ from hunt.forms import SignUpForm, attempt_wait, registration_is_open
 from hunt.leaderboard import hunt_id_for_slug, leaderboard_json
 from hunt.models import ApiToken, Discovery, Hunt, Player
 from lostwallet import ratelimit
-from lostwallet.wire import ErrorCode
+from lostwallet.wire import ErrorCode, iso_ms
 
 
 class ApiError(Exception):
@@ -209,6 +211,20 @@ def errors(*statuses: int) -> dict:
 # --- the API ------------------------------------------------------------------------------
 
 
+class WireJSONEncoder(NinjaJSONEncoder):
+    """ninja's encoder, writing datetimes as every time on the wire is written
+    (lostwallet.wire.iso_ms): Django's encoder leaves out the milliseconds of a whole second."""
+
+    def default(self, o):
+        if isinstance(o, datetime):
+            return iso_ms(o)
+        return super().default(o)
+
+
+class WireJSONRenderer(JSONRenderer):
+    encoder_class = WireJSONEncoder
+
+
 api = NinjaAPI(
     title="Lost Wallet",
     version="1",
@@ -217,6 +233,7 @@ api = NinjaAPI(
         "/auth/token) or, in browsers, the session cookie plus the X-CSRFToken header on POST."
     ),
     urls_namespace="api-v1",
+    renderer=WireJSONRenderer(),
 )
 
 

@@ -1,4 +1,4 @@
-"""What goes over the wire: error and close codes, the chat frames.
+"""What goes over the wire: error and close codes, the chat frames, the time format.
 
 One home for the strings clients program against (client contract §1–§3; docs/protocol.md,
 docs/api.md), so the chat socket, the turn pipeline, the REST API and the leaderboard cannot
@@ -13,6 +13,7 @@ literals.
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime
 
 
 class ErrorCode(enum.StrEnum):
@@ -54,6 +55,12 @@ class CloseCode(enum.IntEnum):
 
 
 GENERATION_FAILED_DETAIL = "The avatar could not answer; please ask again."
+
+
+def iso_ms(moment: datetime) -> str:
+    """An aware datetime as every time on the wire is written: ISO 8601 in UTC, exactly
+    milliseconds, `Z` (`2026-12-01T13:04:44.123Z`); fixed width, so strings sort as times."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def error_frame(code: ErrorCode, detail: str, **fields) -> dict:

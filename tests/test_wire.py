@@ -1,11 +1,15 @@
-"""What goes over the wire (lostwallet/wire.py): codes that cannot drift from the docs'
-tables."""
+"""What goes over the wire (lostwallet/wire.py): the one time format, and codes that cannot
+drift from the docs' tables."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from lostwallet.wire import (
     CloseCode,
@@ -13,6 +17,7 @@ from lostwallet.wire import (
     chat_event,
     error_frame,
     failed_event,
+    iso_ms,
     token_frame,
 )
 
@@ -27,6 +32,25 @@ def table_column(doc: str, heading: str, column: int) -> list[str]:
     assert len(rows) > 2, f"no table under {heading} in {doc}"
     cells = [row.strip("|").split("|")[column] for row in rows[2:]]  # past header and ---
     return [value for cell in cells for value in re.findall(r"`([^`]+)`", cell)]
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime(2026, 12, 1, 14, 4, 44, 123456, tzinfo=ZoneInfo("Europe/Paris")), ".123Z"),
+        (datetime(2026, 12, 1, 8, 4, 44, 999999, tzinfo=ZoneInfo("America/New_York")), ".999Z"),
+        (datetime(2026, 12, 1, 13, 4, 44, tzinfo=UTC), ".000Z"),
+        (datetime(2026, 12, 1, 18, 34, 44, 500, tzinfo=timezone(timedelta(hours=5.5))), ".000Z"),
+    ],
+    ids=["paris", "new-york-truncated-not-rounded", "whole-second", "fixed-offset"],
+)
+def test_iso_ms_writes_utc_with_exactly_milliseconds_and_z(moment, expected):
+    assert iso_ms(moment) == "2026-12-01T13:04:44" + expected
+
+
+def test_iso_ms_reads_back_as_the_same_moment_to_the_millisecond():
+    moment = datetime(2026, 6, 30, 23, 59, 59, 987654, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert datetime.fromisoformat(iso_ms(moment)) == moment.replace(microsecond=987000)
 
 
 def test_every_error_code_is_documented_for_the_chat_socket_or_the_rest_api():

@@ -7,7 +7,6 @@ scripts call them directly. Frames are built here too, so the consumer stays a t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -19,13 +18,7 @@ from avatars import tasks
 from avatars.models import Avatar, Conversation, Feedback, Message
 from hunt.models import Discovery, Hunt, Player
 from lostwallet import ratelimit
-
-# Refusal codes of the handshake (contract §3.1). They are WebSocket close codes, so the
-# consumer accepts first and closes with them: a refusal before accept() reaches a client as a
-# bare HTTP 403 and the code would be lost.
-NOT_AUTHENTICATED = 4401
-NOT_OPEN = 4403
-UNKNOWN_AVATAR = 4404
+from lostwallet.wire import CloseCode, ErrorCode, iso_ms
 
 IN_FLIGHT = (Message.Status.PENDING, Message.Status.GENERATING)
 
@@ -40,7 +33,7 @@ class SayOutcome:
 
     message_id: int | None = None
     created: bool = False
-    refusal: str | None = None  # "busy" or "rate_limited"
+    refusal: ErrorCode | None = None  # BUSY or RATE_LIMITED
     retry_after: int | None = None
     hunt_live: bool = True
 
@@ -56,10 +49,6 @@ class ChatSession:
     hunt_slug: str | None
     rate_per_minute: int
     burst: int
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def avatar_open_to(avatar: Avatar, user) -> bool:
@@ -79,18 +68,18 @@ def chat_limits(hunt: Hunt | None) -> tuple[int, int]:
     return hunt.chat_rate_per_minute, hunt.chat_burst
 
 
-def open_conversation(user, avatar_slug: str) -> tuple[int | None, ChatSession | None]:
+def open_conversation(user, avatar_slug: str) -> tuple[CloseCode | None, ChatSession | None]:
     """Authorises a handshake and finds or starts the (player, avatar) conversation.
 
-    Returns (close code, None) when refused, else (None, session).
+    Returns (close code, None) when refused (contract §3.1), else (None, session).
     """
     if not user.is_authenticated:
-        return NOT_AUTHENTICATED, None
+        return CloseCode.NOT_AUTHENTICATED, None
     avatar = Avatar.objects.select_related("hunt").filter(slug=avatar_slug).first()
     if avatar is None:
-        return UNKNOWN_AVATAR, None
+        return CloseCode.UNKNOWN, None
     if not avatar_open_to(avatar, user):
-        return NOT_OPEN, None
+        return CloseCode.NOT_OPEN, None
     player = Player.for_user(user)
     # Race: two tabs of one player opening this avatar at once. The unique (player, avatar)
     # constraint makes the loser's insert fail, and get_or_create then reads the winner's row.
@@ -114,7 +103,7 @@ def message_frame(message: Message) -> dict:
         "id": message.pk,
         "role": message.role,
         "text": message.text,
-        "created_at": iso(message.created_at),
+        "created_at": iso_ms(message.created_at),
     }
     if message.role == Message.Role.PLAYER:
         item["status"] = message.status
@@ -244,14 +233,15 @@ def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
     if client_id and (original := find_say(conversation_id, client_id)):
         return SayOutcome(message_id=original.pk)
     if busy:
-        return SayOutcome(refusal="busy")
+        return SayOutcome(refusal=ErrorCode.BUSY)
     wait = ratelimit.hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
     if wait is not None:
-        return SayOutcome(refusal="rate_limited", retry_after=ratelimit.retry_after_seconds(wait))
+        retry_after = ratelimit.retry_after_seconds(wait)
+        return SayOutcome(refusal=ErrorCode.RATE_LIMITED, retry_after=retry_after)
     try:
         message, created = do_say(conversation_id, text, client_id)
     except ConversationBusy:
-        return SayOutcome(refusal="busy")
+        return SayOutcome(refusal=ErrorCode.BUSY)
     return SayOutcome(
         message_id=message.pk,
         created=created,

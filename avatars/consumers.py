@@ -17,20 +17,28 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from avatars import chat, tasks
+from avatars import chat, turns
+from lostwallet.wire import (
+    GENERATION_FAILED_DETAIL,
+    CloseCode,
+    ErrorCode,
+    discovery_frame,
+    error_frame,
+    reply_frame,
+    token_frame,
+)
 
 logger = logging.getLogger(__name__)
 
 # A frame larger than this is refused unread: no say or rate comes near it.
 MAX_FRAME_CHARS = 8192
 MAX_CLIENT_ID = 64
-# A sustained flood closes the connection with FLOOD_CLOSE_CODE: more than MAX_FRAMES frames,
+# A sustained flood closes the connection with CloseCode.FLOOD: more than MAX_FRAMES frames,
 # or more than MAX_REFUSALS refused ones, within FLOOD_WINDOW seconds. A well-behaved client
 # (a ping every ~25 s, a say at most every few seconds) stays far below both.
 FLOOD_WINDOW = 10.0
 MAX_FRAMES = 60
 MAX_REFUSALS = 20
-FLOOD_CLOSE_CODE = 4429
 
 
 def _db(func):
@@ -75,7 +83,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # Accept, then close: a close before accept() reaches the client as a bare HTTP
             # 403 and the contract's code would be lost.
             await self.accept()
-            await self.close(code)
+            await self.close(code.value)
             return
         self.session = session
         self.flood = FloodMeter()
@@ -111,19 +119,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.flood.frame():
             return await self._close_flood()
         if text_data is None:
-            return await self._refuse("bad_request", "Frames are JSON text, not binary.")
+            return await self._refuse(ErrorCode.BAD_REQUEST, "Frames are JSON text, not binary.")
         if len(text_data) > MAX_FRAME_CHARS:
-            return await self._refuse("bad_request", "Frame too large.")
+            return await self._refuse(ErrorCode.BAD_REQUEST, "Frame too large.")
         try:
             content = json.loads(text_data)
         except ValueError:
-            return await self._refuse("bad_request", "Frames must be JSON.")
+            return await self._refuse(ErrorCode.BAD_REQUEST, "Frames must be JSON.")
         if not isinstance(content, dict):
-            return await self._refuse("bad_request", "A frame is a JSON object.")
+            return await self._refuse(ErrorCode.BAD_REQUEST, "A frame is a JSON object.")
         kind = content.get("type")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            return await self._refuse("bad_request", "Unknown frame type.")
+            return await self._refuse(ErrorCode.BAD_REQUEST, "Unknown frame type.")
         await handler(self, content)
 
     async def on_say(self, content: dict) -> None:
@@ -133,24 +141,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID
         ):
             return await self._refuse(
-                "bad_request", f"client_id is a string of 1 to {MAX_CLIENT_ID} characters."
+                ErrorCode.BAD_REQUEST, f"client_id is a string of 1 to {MAX_CLIENT_ID} characters."
             )
         extra = {"client_id": client_id} if client_id else {}
         if not isinstance(text, str):
-            return await self._refuse("bad_request", "text must be a string.", **extra)
+            return await self._refuse(ErrorCode.BAD_REQUEST, "text must be a string.", **extra)
         text = text.strip()
         if not text:
-            return await self._refuse("bad_request", "text is empty.", **extra)
+            return await self._refuse(ErrorCode.BAD_REQUEST, "text is empty.", **extra)
         if len(text) > settings.CHAT_MAX_CHARS:
             return await self._refuse(
-                "too_long", f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
+                ErrorCode.TOO_LONG, f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
             )
         outcome = await _db(chat.say)(session, text, client_id)
-        if outcome.refusal == "busy":
-            return await self._refuse("busy", "A reply is still being written.", **extra)
-        if outcome.refusal == "rate_limited":
+        if outcome.refusal == ErrorCode.BUSY:
+            return await self._refuse(ErrorCode.BUSY, "A reply is still being written.", **extra)
+        if outcome.refusal == ErrorCode.RATE_LIMITED:
             return await self._refuse(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 "Too many messages; wait a little.",
                 retry_after=outcome.retry_after,
                 **extra,
@@ -162,20 +170,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 # A notice, not a refusal: the avatar answers, but no clue opens outside the
                 # hunt's time window. It carries no reply_to because it ends no turn.
                 await self._error(
-                    "hunt_not_live", "The hunt is not running: no word can be found now."
+                    ErrorCode.HUNT_NOT_LIVE, "The hunt is not running: no word can be found now."
                 )
 
     async def on_rate(self, content: dict) -> None:
         message_id, value = content.get("message_id"), content.get("value")
         # type() rather than isinstance(): JSON true/false are not ratings nor ids.
         if type(message_id) is not int or type(value) is not int or value not in (1, -1):
-            return await self._refuse("bad_request", "rate needs message_id and value 1 or -1.")
+            return await self._refuse(
+                ErrorCode.BAD_REQUEST, "rate needs message_id and value 1 or -1."
+            )
         session = self.session
         stored = await _db(chat.do_rate)(
             session.conversation_id, session.player_id, message_id, value
         )
         if not stored:
-            return await self._refuse("not_found", "No such reply in this conversation.")
+            return await self._refuse(ErrorCode.NOT_FOUND, "No such reply in this conversation.")
         await self.send_json({"type": "rated", "message_id": message_id})
 
     async def on_ping(self, content: dict) -> None:
@@ -193,20 +203,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_token(self, event: dict) -> None:
         if event["reply_to"] not in self._settled:
-            await self.send_json(
-                {"type": "token", "reply_to": event["reply_to"], "text": event["text"]}
-            )
+            await self.send_json(token_frame(event["reply_to"], event["text"]))
 
     async def chat_reply(self, event: dict) -> None:
         if self._settle(event["reply_to"]):
-            await self.send_json(
-                {
-                    "type": "reply",
-                    "reply_to": event["reply_to"],
-                    "message_id": event["message_id"],
-                    "text": event["text"],
-                }
-            )
+            await self.send_json(reply_frame(event["reply_to"], event["message_id"], event["text"]))
 
     async def chat_discovery(self, event: dict) -> None:
         # The group holds only this player's sockets: the conversation is (player, avatar).
@@ -214,20 +215,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self._discovered.add(event["position"])
         await self.send_json(
-            {
-                "type": "discovery",
-                "position": event["position"],
-                "word": event["word"],
-                "hunt": event["hunt"],
-                "first": event["first"],
-            }
+            discovery_frame(event["position"], event["word"], event["hunt"], event["first"])
         )
 
     async def chat_failed(self, event: dict) -> None:
         if self._settle(event["reply_to"]):
             await self._error(
-                "generation_failed",
-                event.get("detail") or "The avatar could not answer; please ask again.",
+                ErrorCode.GENERATION_FAILED,
+                event.get("detail") or GENERATION_FAILED_DETAIL,
                 reply_to=event["reply_to"],
             )
 
@@ -252,7 +247,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _expire(self, message_id: int) -> None:
         try:
-            while (wait := await _db(tasks.expire_stuck_turn)(message_id)) is not None:
+            while (wait := await _db(turns.expire_stuck_turn)(message_id)) is not None:
                 await asyncio.sleep(wait)
         except asyncio.CancelledError:
             raise
@@ -265,10 +260,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _ack(self, message_id: int, client_id: str | None) -> None:
         await self.send_json({"type": "ack", "message_id": message_id, "client_id": client_id})
 
-    async def _error(self, code: str, detail: str, **fields) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail, **fields})
+    async def _error(self, code: ErrorCode, detail: str, **fields) -> None:
+        await self.send_json(error_frame(code, detail, **fields))
 
-    async def _refuse(self, code: str, detail: str, **fields) -> None:
+    async def _refuse(self, code: ErrorCode, detail: str, **fields) -> None:
         await self._error(code, detail, **fields)
         if self.flood.refusal():
             await self._close_flood()
@@ -276,4 +271,4 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _close_flood(self) -> None:
         logger.info("closing flooding chat socket of player %s", self.session.player_id)
         self.closing = True
-        await self.close(FLOOD_CLOSE_CODE)
+        await self.close(CloseCode.FLOOD.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -103,6 +105,21 @@ class Conversation(models.Model):
         return f"chat.conversation.{self.pk}"
 
 
+class MessageQuerySet(models.QuerySet):
+    def unsummarised(self, conversation: Conversation) -> MessageQuerySet:
+        """The conversation's finished messages after its summary, oldest first: the turns a
+        prompt quotes in full (failed and unanswered turns are left out)."""
+        rows = self.filter(conversation=conversation, status=Message.Status.DONE)
+        if conversation.summary_upto:
+            rows = rows.filter(pk__gt=conversation.summary_upto)
+        return rows.order_by("id")
+
+    def leased(self, message_id: int, claimed_at: datetime) -> MessageQuerySet:
+        """The message while a generation job still holds its turn under the lease stamped
+        `claimed_at`: empty once the turn was taken over (a newer stamp), failed or done."""
+        return self.filter(pk=message_id, status=Message.Status.GENERATING, claimed_at=claimed_at)
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         PLAYER = "player", _("player")
@@ -128,6 +145,8 @@ class Message(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

@@ -15,6 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
@@ -23,12 +25,15 @@ from hunt.forms import SignUpForm, attempt_wait, registration_is_open
 from hunt.leaderboard import hunt_id_for_slug, leaderboard_json
 from hunt.models import ApiToken, Discovery, Hunt, Player
 from lostwallet import ratelimit
+from lostwallet.wire import ErrorCode, iso_ms
 
 
 class ApiError(Exception):
     """An error answer of the contract; raised anywhere below, rendered by one handler."""
 
-    def __init__(self, status: int, error: str, detail: str = "", retry_after: float | None = None):
+    def __init__(
+        self, status: int, error: ErrorCode, detail: str = "", retry_after: float | None = None
+    ):
         super().__init__(error)
         self.status, self.error, self.detail, self.retry_after = status, error, detail, retry_after
 
@@ -52,7 +57,9 @@ class BearerToken(HttpBearer):
         if user is None:
             # A presented but unknown or revoked token is an error even if a session cookie
             # rides along: the client meant to be that token's user.
-            raise ApiError(401, "not_authenticated", "The bearer token is unknown or revoked.")
+            raise ApiError(
+                401, ErrorCode.NOT_AUTHENTICATED, "The bearer token is unknown or revoked."
+            )
         return user
 
 
@@ -72,7 +79,9 @@ class SessionCookie(APIKeyCookie):
         if not request.user.is_authenticated:
             return None
         if check_csrf(request):
-            raise ApiError(403, "csrf_failed", "Send the X-CSRFToken header with the session.")
+            raise ApiError(
+                403, ErrorCode.CSRF_FAILED, "Send the X-CSRFToken header with the session."
+            )
         return request.user
 
 
@@ -201,6 +210,21 @@ def errors(*statuses: int) -> dict:
 
 # --- the API ------------------------------------------------------------------------------
 
+
+class WireJSONEncoder(NinjaJSONEncoder):
+    """ninja's encoder, writing datetimes as every time on the wire is written
+    (lostwallet.wire.iso_ms): Django's encoder leaves out the milliseconds of a whole second."""
+
+    def default(self, o):
+        if isinstance(o, datetime):
+            return iso_ms(o)
+        return super().default(o)
+
+
+class WireJSONRenderer(JSONRenderer):
+    encoder_class = WireJSONEncoder
+
+
 api = NinjaAPI(
     title="Lost Wallet",
     version="1",
@@ -209,6 +233,7 @@ api = NinjaAPI(
         "/auth/token) or, in browsers, the session cookie plus the X-CSRFToken header on POST."
     ),
     urls_namespace="api-v1",
+    renderer=WireJSONRenderer(),
 )
 
 
@@ -228,24 +253,31 @@ def _validation_error(request, exc: ValidationError):
         ".".join(str(part) for part in error.get("loc", ())) + ": " + str(error.get("msg", ""))
         for error in exc.errors
     )
-    return _api_error(request, ApiError(400, "invalid", problems or "Malformed request."))
+    return _api_error(request, ApiError(400, ErrorCode.INVALID, problems or "Malformed request."))
 
 
 @api.exception_handler(AuthenticationError)
 def _not_authenticated(request, exc):
-    return _api_error(request, ApiError(401, "not_authenticated", "Sign in or send a token."))
+    return _api_error(
+        request, ApiError(401, ErrorCode.NOT_AUTHENTICATED, "Sign in or send a token.")
+    )
 
 
 @api.exception_handler(Http404)
 def _not_found(request, exc):
-    return _api_error(request, ApiError(404, "not_found"))
+    return _api_error(request, ApiError(404, ErrorCode.NOT_FOUND))
 
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     # ninja raises these itself, e.g. 400 "Cannot parse request body" for broken JSON.
-    codes = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found"}
-    code = codes.get(exc.status_code, "error")
+    codes = {
+        400: ErrorCode.INVALID,
+        401: ErrorCode.NOT_AUTHENTICATED,
+        403: ErrorCode.FORBIDDEN,
+        404: ErrorCode.NOT_FOUND,
+    }
+    code = codes.get(exc.status_code, ErrorCode.ERROR)
     return _api_error(request, ApiError(exc.status_code, code, str(exc)))
 
 
@@ -267,14 +299,16 @@ def _winner(hunt: Hunt) -> dict | None:
 )
 def register(request, payload: RegisterIn):
     if not registration_is_open():
-        raise ApiError(403, "registration_closed", "No hunt takes new players at the moment.")
+        raise ApiError(
+            403, ErrorCode.REGISTRATION_CLOSED, "No hunt takes new players at the moment."
+        )
     wait = attempt_wait(request, action="register")
     if wait is not None:
-        raise ApiError(429, "rate_limited", "Too many attempts.", wait)
+        raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     form = SignUpForm(data=payload.dict())
     user = form.save() if form.is_valid() else None
     if user is None:
-        raise ApiError(400, "invalid", form.error_text())
+        raise ApiError(400, ErrorCode.INVALID, form.error_text())
     return Status(201, {"token": ApiToken.issue(user), "username": user.get_username()})
 
 
@@ -287,10 +321,10 @@ def register(request, payload: RegisterIn):
 def token(request, payload: CredentialsIn):
     wait = attempt_wait(request, payload.username)
     if wait is not None:
-        raise ApiError(429, "rate_limited", "Too many attempts.", wait)
+        raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
-        raise ApiError(401, "bad_credentials")
+        raise ApiError(401, ErrorCode.BAD_CREDENTIALS)
     return {"token": ApiToken.issue(user)}
 
 

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
 from hunt.leaderboard import announce_leaderboard_change
 from hunt.models import PHRASE_LENGTH, Claim, Hunt, Player
+from lostwallet.wire import ErrorCode
 
 # The escalating cooldown doubles after each failed claim; past a day it stops growing, so a
 # player who mistyped many times is slowed, not locked out of the game for good.
@@ -29,7 +30,7 @@ FAILED = (Claim.Result.WRONG, Claim.Result.INVALID)
 class ClaimRefused(Exception):
     """A claim that was not judged. `code` and `status` are the API's error code and HTTP status."""
 
-    code: str
+    code: ErrorCode
     status: int
     detail: str = ""
     retry_after: float | None = None
@@ -82,7 +83,9 @@ def do_claim(hunt: Hunt, player: Player, words: list[str]) -> str:
     counts towards the cooldown like a wrong one).
     """
     if not hunt.is_live():
-        raise ClaimRefused("hunt_not_live", 409, _("The hunt is not live: claims are closed."))
+        raise ClaimRefused(
+            ErrorCode.HUNT_NOT_LIVE, 409, _("The hunt is not live: claims are closed.")
+        )
     problem = phrase_problem(words)
     with transaction.atomic():
         # Race: one player's parallel claims would all pass the cooldown check before any of
@@ -92,7 +95,10 @@ def do_claim(hunt: Hunt, player: Player, words: list[str]) -> str:
         wait = claim_wait(hunt, player)
         if wait is not None:
             raise ClaimRefused(
-                "rate_limited", 429, _("Wrong claims slow you down: wait before the next."), wait
+                ErrorCode.RATE_LIMITED,
+                429,
+                _("Wrong claims slow you down: wait before the next."),
+                wait,
             )
         if problem is not None:
             Claim.objects.create(hunt=hunt, player=player, result=Claim.Result.INVALID)
@@ -108,7 +114,7 @@ def do_claim(hunt: Hunt, player: Player, words: list[str]) -> str:
                 # The board announces the winner; spectators hear of it once it is committed.
                 transaction.on_commit(lambda: announce_leaderboard_change(hunt.pk))
     if result == Claim.Result.INVALID:
-        raise ClaimRefused("invalid_phrase", 400, problem or "")
+        raise ClaimRefused(ErrorCode.INVALID_PHRASE, 400, problem or "")
     return str(result)
 
 

@@ -16,10 +16,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from hunt.leaderboard import group_name, leaderboard_frame, register_socket_loop
 from hunt.models import Hunt
+from lostwallet.wire import CloseCode
 
 MIN_INTERVAL = 1.0
-# The same close code as the chat socket's unknown avatar.
-UNKNOWN_HUNT = 4404
 
 
 @database_sync_to_async
@@ -45,7 +44,7 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
             # Accept, then close: a close before accept() reaches the client as a bare HTTP
             # 403 and the code would be lost.
             await self.accept()
-            await self.close(UNKNOWN_HUNT)
+            await self.close(CloseCode.UNKNOWN.value)
             return
         register_socket_loop(asyncio.get_running_loop())
         self.group = group_name(self.hunt.pk)

@@ -19,11 +19,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from hunt.models import Discovery, Hunt, Player, SeedWord
+from lostwallet.wire import iso_ms
 
 # Rows shown: the top of the board. Sending 10,000 rows to every spectator every second would
 # cost more than the board is worth; players see their own count on their dashboard.
@@ -34,14 +34,6 @@ CACHE_SECONDS = 300
 REBUILD_LOCK_SECONDS = 10
 # Slugs almost never change; a renamed or deleted hunt's board lingers this long at most.
 SLUG_CACHE_SECONDS = 60
-
-_encoder = DjangoJSONEncoder()
-
-
-def iso(value) -> str | None:
-    """A datetime as the REST answers write it (DjangoJSONEncoder), so WebSocket frames, cached
-    boards and REST bodies carry identical strings."""
-    return None if value is None else _encoder.default(value)
 
 
 def _cache():
@@ -157,7 +149,7 @@ def leaderboard_json(hunt_id: int) -> str:
         if stale is not None:
             return stale
     try:
-        text = json.dumps(compute_leaderboard(hunt_id), cls=DjangoJSONEncoder)
+        text = json.dumps(compute_leaderboard(hunt_id))
         store.set_many({board_key: text, latest_key: text}, timeout=CACHE_SECONDS)
     finally:
         if rebuilder:
@@ -208,11 +200,11 @@ def compute_leaderboard(hunt_id: int, rows: int | None = None) -> dict[str, Any]
             "rank": rank,
             "player": names[row["player_id"]],
             "words_found": row["words_found"],
-            "last_found_at": iso(row["last_found_at"]),
+            "last_found_at": iso_ms(row["last_found_at"]),
         }
         for rank, row in enumerate(ranked, start=1)
     ]
-    return {"rows": board_rows, "updated_at": iso(timezone.now()), "winner": winner_of(hunt_id)}
+    return {"rows": board_rows, "updated_at": iso_ms(timezone.now()), "winner": winner_of(hunt_id)}
 
 
 def winner_of(hunt_id: int) -> dict[str, Any] | None:
@@ -226,5 +218,5 @@ def winner_of(hunt_id: int) -> dict[str, Any] | None:
         return None
     return {
         "player": row["winner__display_name"] or row["winner__user__username"],
-        "claimed_at": iso(row["won_at"]),
+        "claimed_at": iso_ms(row["won_at"]) if row["won_at"] else None,
     }

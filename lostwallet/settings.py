@@ -209,7 +209,7 @@ AVATAR_PREFILL_CHUNK = env_int("AVATAR_PREFILL_CHUNK", 256, minimum=16)
 AVATAR_PREFIX_CACHE_TOKENS = env_int("AVATAR_PREFIX_CACHE_TOKENS", 12_000)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
-# Turn deadlines (avatars/tasks.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn
+# Turn deadlines (avatars/turns.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn
 # no worker claimed within GENERATION_QUEUE_TIMEOUT seconds, or whose claim is older than the
 # time limit plus 30 s (its worker died), is failed (`generation_failed`) by the chat socket's
 # watcher, so a lost job never means silence.

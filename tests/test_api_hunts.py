@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -11,6 +11,7 @@ from django.utils import timezone
 from avatars.hunt_files import import_hunt_document
 from avatars.models import Avatar
 from hunt.models import ApiToken, Hunt
+from lostwallet.wire import iso_ms
 from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import bearer, demo_phrase, discover, guarded_positions
 
@@ -42,7 +43,13 @@ def test_it_lists_hunts_with_their_status(client, demo_hunt):
         "past": "ended",
     }
     assert set(rows["now"]) == {"slug", "title", "status", "starts_at", "ends_at"}
-    assert rows["now"]["starts_at"].endswith("Z")
+    assert rows["now"]["starts_at"] == iso_ms(demo_hunt.starts_at)
+
+
+def test_times_have_milliseconds_even_on_a_whole_second(client, demo_hunt):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(starts_at=datetime(2026, 1, 1, tzinfo=UTC))
+    [row] = client.get("/api/v1/hunts").json()
+    assert row["starts_at"] == "2026-01-01T00:00:00.000Z"
 
 
 def test_a_stranger_sees_the_hunt_but_no_word(client, demo_hunt, owner):
@@ -92,7 +99,7 @@ def test_the_winner_is_shown_once_the_wallet_is_claimed(client, demo_hunt, owner
     Hunt.objects.filter(pk=demo_hunt.pk).update(winner=owner, won_at=won_at)
     winner = client.get(f"/api/v1/hunts/{demo_hunt.slug}").json()["winner"]
     assert winner["player"] == "owner"
-    assert winner["claimed_at"].startswith(won_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert winner["claimed_at"] == iso_ms(won_at)
 
 
 @pytest.mark.parametrize(

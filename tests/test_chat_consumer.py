@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from channels.db import database_sync_to_async
@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Feedback, Message
 from hunt.models import Clue, Discovery, Hunt
+from lostwallet.wire import iso_ms
 from tests.chat_support import (
     bearer_headers,
     collect_turn,
@@ -88,7 +89,10 @@ async def test_hello_holds_the_thread_this_players_words_and_the_pending_turn(
     assert hello["history"][0]["client_id"] == "c1"
     assert hello["history"][1]["reply_to"] == ids[0]
     assert hello["history"][2]["status"] == "failed"
-    assert all(m["created_at"].endswith("Z") for m in hello["history"])
+    # The wire's one format: UTC, milliseconds, Z.
+    assert all(
+        m["created_at"] == iso_ms(datetime.fromisoformat(m["created_at"])) for m in hello["history"]
+    )
     assert hello["discoveries"] == [{"position": 3, "word": marta_word}]
     assert hello["pending"] == ids[3]
     assert hello["hunt"]["status"] == "live"

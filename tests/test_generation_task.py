@@ -18,9 +18,10 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from avatars import tasks
+from avatars import publishing, tasks, turns
 from avatars.engine.engine import EngineError
 from avatars.models import Avatar, Conversation, Message
+from lostwallet.wire import failed_event
 
 pytest_plugins = ["tests.engine_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,7 +58,7 @@ class Listener:
     """Joins a conversation's group on a publisher's loop and collects the events it gets."""
 
     def __init__(self, group: str):
-        self.publisher = tasks.Publisher()
+        self.publisher = publishing.Publisher()
         self.layer = self.publisher.layer
         self.channel = self._run(self.layer.new_channel())
         self._run(self.layer.group_add(group, self.channel))
@@ -87,7 +88,7 @@ def replies_to(message: Message) -> list[Message]:
 def test_a_turn_streams_chunks_that_concatenate_to_the_stored_reply(engine, conversation):
     message = say(conversation)
     listener = Listener(conversation.group_name())
-    assert tasks.run_turn(message.pk, listener.publisher) is None
+    assert turns.run_turn(message.pk, listener.publisher) is None
     events = listener.turn(message.pk)
     tokens = [e["text"] for e in events if e["type"] == "chat.token"]
     final = events[-1]
@@ -107,9 +108,9 @@ def test_a_turn_streams_chunks_that_concatenate_to_the_stored_reply(engine, conv
 def test_a_redelivered_job_makes_no_second_reply(engine, conversation):
     message = say(conversation)
     listener = Listener(conversation.group_name())
-    tasks.run_turn(message.pk, listener.publisher)
+    turns.run_turn(message.pk, listener.publisher)
     listener.turn(message.pk)
-    assert tasks.run_turn(message.pk, listener.publisher) is None
+    assert turns.run_turn(message.pk, listener.publisher) is None
     assert len(replies_to(message)) == 1
     assert listener.pending() == 0  # the second run published nothing
 
@@ -120,7 +121,7 @@ def test_two_jobs_for_one_turn_at_once_make_one_reply(engine, conversation):
     outcomes = []
 
     def job() -> None:
-        outcomes.append(tasks.run_turn(message.pk, listener.publisher))
+        outcomes.append(turns.run_turn(message.pk, listener.publisher))
 
     threads = [threading.Thread(target=job) for _ in range(2)]
     for thread in threads:
@@ -128,17 +129,17 @@ def test_two_jobs_for_one_turn_at_once_make_one_reply(engine, conversation):
     for thread in threads:
         thread.join()
     assert len(replies_to(message)) == 1
-    # One job answered; the other found the turn taken (live claim: try later) or done.
+    # One job answered; the other found the turn taken (live lease: try later) or done.
     assert None in outcomes
     assert Message.objects.get(pk=message.pk).status == "done"
 
 
 def test_a_redelivered_job_takes_over_the_stale_claim_of_a_dead_worker(engine, conversation):
     message = say(conversation)
-    dead = timezone.now() - tasks.STALE_AFTER - timedelta(seconds=1)
+    dead = timezone.now() - turns.STALE_AFTER - timedelta(seconds=1)
     Message.objects.filter(pk=message.pk).update(status="generating", claimed_at=dead)
     listener = Listener(conversation.group_name())
-    assert tasks.run_turn(message.pk, listener.publisher) is None
+    assert turns.run_turn(message.pk, listener.publisher) is None
     assert listener.turn(message.pk)[-1]["type"] == "chat.reply"
     assert len(replies_to(message)) == 1
 
@@ -146,8 +147,8 @@ def test_a_redelivered_job_takes_over_the_stale_claim_of_a_dead_worker(engine, c
 def test_a_live_claim_makes_a_redelivered_job_wait_for_it(engine, conversation):
     message = say(conversation)
     Message.objects.filter(pk=message.pk).update(status="generating", claimed_at=timezone.now())
-    wait = tasks.run_turn(message.pk, tasks.Publisher())
-    assert 0 < wait <= tasks.STALE_AFTER.total_seconds() + 1
+    wait = turns.run_turn(message.pk, publishing.Publisher())
+    assert 0 < wait <= turns.STALE_AFTER.total_seconds() + 1
     assert replies_to(message) == []
     assert engine.steps == 0
 
@@ -169,14 +170,14 @@ def test_the_celery_task_retries_while_another_job_holds_the_turn(
     monkeypatch.setattr(tasks.generate_reply, "retry", retry)
     with pytest.raises(Retry):
         tasks.generate_reply.run(message.pk)
-    assert 0 < retried["countdown"] <= tasks.STALE_AFTER.total_seconds() + 1
+    assert 0 < retried["countdown"] <= turns.STALE_AFTER.total_seconds() + 1
 
 
 @pytest.mark.parametrize("status", ["done", "failed"])
 def test_a_finished_turn_is_never_claimed_again(engine, conversation, status):
     message = say(conversation)
     Message.objects.filter(pk=message.pk).update(status=status)
-    assert tasks.run_turn(message.pk, tasks.Publisher()) is None
+    assert turns.run_turn(message.pk, publishing.Publisher()) is None
     assert replies_to(message) == []
     assert Message.objects.get(pk=message.pk).status == status
 
@@ -188,7 +189,7 @@ def test_a_model_failure_fails_the_turn_and_tells_the_group(engine, conversation
     monkeypatch.setattr(engine, "submit", broken)
     message = say(conversation)
     listener = Listener(conversation.group_name())
-    assert tasks.run_turn(message.pk, listener.publisher) is None
+    assert turns.run_turn(message.pk, listener.publisher) is None
     events = listener.turn(message.pk)
     assert events[-1]["type"] == "chat.failed"
     assert events[-1]["reply_to"] == message.pk
@@ -198,31 +199,31 @@ def test_a_model_failure_fails_the_turn_and_tells_the_group(engine, conversation
 
 def test_a_job_that_lost_its_claim_stores_nothing(engine, conversation):
     message = say(conversation)
-    claim = tasks.claim_turn(message.pk)
-    # Another job judged the claim stale and took the turn over.
+    lease = turns.claim_turn(message.pk)
+    # Another job judged the lease stale and took the turn over.
     Message.objects.filter(pk=message.pk).update(claimed_at=timezone.now() + timedelta(seconds=1))
-    assert not claim.renew()
-    assert tasks.store_reply(message, claim, "Too late.", None, engine.tokenizer) is None
+    assert not lease.renew()
+    assert turns.store_reply(message, lease, "Too late.", None, engine.tokenizer) is None
     assert replies_to(message) == []
 
 
 def test_the_heartbeat_keeps_the_claim_of_a_waiting_job_fresh(conversation, monkeypatch):
-    monkeypatch.setattr(tasks, "HEARTBEAT", timedelta(seconds=0.05))
+    monkeypatch.setattr(turns, "HEARTBEAT", timedelta(seconds=0.05))
     message = say(conversation)
-    claim = tasks.claim_turn(message.pk)
-    first = claim.claimed_at
-    with tasks.Heartbeat(claim) as heartbeat:
+    lease = turns.claim_turn(message.pk)
+    first = lease.claimed_at
+    with turns.Heartbeat(lease) as heartbeat:
         time.sleep(0.4)  # e.g. waiting for a place in the engine's batch: no token comes
     assert not heartbeat.lost
-    assert claim.claimed_at > first
-    assert Message.objects.get(pk=message.pk).claimed_at == claim.claimed_at
+    assert lease.claimed_at > first
+    assert Message.objects.get(pk=message.pk).claimed_at == lease.claimed_at
 
 
 def test_the_heartbeat_notices_when_the_turn_is_taken_over(conversation, monkeypatch):
-    monkeypatch.setattr(tasks, "HEARTBEAT", timedelta(seconds=0.05))
+    monkeypatch.setattr(turns, "HEARTBEAT", timedelta(seconds=0.05))
     message = say(conversation)
-    claim = tasks.claim_turn(message.pk)
-    with tasks.Heartbeat(claim) as heartbeat:
+    lease = turns.claim_turn(message.pk)
+    with turns.Heartbeat(lease) as heartbeat:
         Message.objects.filter(pk=message.pk).update(status="failed")
         time.sleep(0.4)
     assert heartbeat.lost
@@ -236,7 +237,7 @@ def test_older_turns_fold_into_the_summary_as_the_conversation_grows(
     sizes = []
     for turn in range(12):
         message = say(conversation, f"Turn {turn}: tell me about the soup and the boats.")
-        tasks.run_turn(message.pk, listener.publisher)
+        turns.run_turn(message.pk, listener.publisher)
         listener.turn(message.pk)
         sizes.append(Message.objects.get(pk=message.pk).prompt_tokens)
     conversation.refresh_from_db()
@@ -253,10 +254,10 @@ def test_older_turns_fold_into_the_summary_as_the_conversation_grows(
 def test_the_next_turns_prefix_is_warmed_after_a_reply(engine, conversation):
     message = say(conversation)
     listener = Listener(conversation.group_name())
-    tasks.run_turn(message.pk, listener.publisher)
+    turns.run_turn(message.pk, listener.publisher)
     listener.turn(message.pk)
     following = say(conversation, "And the bread?")
-    tasks.run_turn(following.pk, listener.publisher)
+    turns.run_turn(following.pk, listener.publisher)
     listener.turn(following.pk)
     # The second prompt repeated the first turn: its key/values came from the cache.
     assert engine.prefix_cache.hits >= 1
@@ -265,11 +266,11 @@ def test_the_next_turns_prefix_is_warmed_after_a_reply(engine, conversation):
 
 def test_the_server_loop_is_found_from_its_sync_threads():
     async def probe():
-        return await database_sync_to_async(tasks.server_loop)(), asyncio.get_running_loop()
+        return await database_sync_to_async(publishing.server_loop)(), asyncio.get_running_loop()
 
     found, running = asyncio.run(probe())
     assert found is running
-    assert tasks.server_loop() is None  # a plain thread has no server loop
+    assert publishing.server_loop() is None  # a plain thread has no server loop
 
 
 async def test_in_process_jobs_publish_on_the_servers_own_loop(engine, conversation):
@@ -310,19 +311,21 @@ def test_with_redis_the_job_goes_to_the_generation_queue_after_commit(
     assert route["queue"].name == "generation"
     options = tasks.generate_reply
     assert (options.acks_late, options.reject_on_worker_lost) == (True, True)
+    limit = settings.GENERATION_TIME_LIMIT
+    assert (options.soft_time_limit, options.time_limit) == (limit, limit + 30)
 
 
 def test_a_turn_nobody_claimed_in_time_is_failed_for_the_player(conversation, settings):
     message = say(conversation)
-    assert 0 < tasks.expire_stuck_turn(message.pk) <= settings.GENERATION_QUEUE_TIMEOUT
+    assert 0 < turns.expire_stuck_turn(message.pk) <= settings.GENERATION_QUEUE_TIMEOUT
     Message.objects.filter(pk=message.pk).update(
         created_at=timezone.now() - timedelta(seconds=settings.GENERATION_QUEUE_TIMEOUT + 1)
     )
     listener = Listener(conversation.group_name())
-    assert tasks.expire_stuck_turn(message.pk) is None
-    assert listener.turn(message.pk)[-1] == tasks.failed_event(message.pk)
+    assert turns.expire_stuck_turn(message.pk) is None
+    assert listener.turn(message.pk)[-1] == failed_event(message.pk)
     assert Message.objects.get(pk=message.pk).status == "failed"
-    assert tasks.expire_stuck_turn(message.pk) is None  # finished: nothing more to watch
+    assert turns.expire_stuck_turn(message.pk) is None  # finished: nothing more to watch
 
 
 def test_a_claim_silent_past_the_time_limit_is_failed_and_a_live_one_is_not(conversation, settings):
@@ -331,8 +334,8 @@ def test_a_claim_silent_past_the_time_limit_is_failed_and_a_live_one_is_not(conv
     Message.objects.filter(pk=live.pk).update(status="generating", claimed_at=now)
     silent = now - timedelta(seconds=settings.GENERATION_TIME_LIMIT + 31)
     Message.objects.filter(pk=dead.pk).update(status="generating", claimed_at=silent)
-    assert tasks.expire_stuck_turn(live.pk) > 0
-    assert tasks.expire_stuck_turn(dead.pk) is None
+    assert turns.expire_stuck_turn(live.pk) > 0
+    assert turns.expire_stuck_turn(dead.pk) is None
     statuses = dict(Message.objects.filter(pk__in=[live.pk, dead.pk]).values_list("pk", "status"))
     assert statuses == {live.pk: "generating", dead.pk: "failed"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,6 +15,7 @@ from hunt import leaderboard as lb
 from hunt.api import LeaderboardOut
 from hunt.claims import do_claim
 from hunt.models import Hunt, Player
+from lostwallet.wire import iso_ms
 from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import (
     demo_phrase,
@@ -54,8 +56,10 @@ def test_it_ranks_by_words_found_then_by_the_earlier_last_discovery(
     assert names(body) == ["cid", "bea", "ann"]
     assert [(r["rank"], r["words_found"]) for r in body["rows"]] == [(1, 2), (2, 2), (3, 1)]
     assert set(body["rows"][0]) == {"rank", "player", "words_found", "last_found_at"}
-    assert body["rows"][0]["last_found_at"].endswith("Z")
-    assert body["updated_at"].endswith("Z") and body["winner"] is None
+    # The wire's one format: UTC, milliseconds, Z.
+    for time in (body["rows"][0]["last_found_at"], body["updated_at"]):
+        assert time == iso_ms(datetime.fromisoformat(time))
+    assert body["winner"] is None
     # Served from the cache as text: it still matches the documented schema.
     assert LeaderboardOut.model_validate(body).rows[0].words_found == 2
 

@@ -36,6 +36,7 @@ from django.db import transaction
 from avatars.chat import chat_limits
 from avatars.models import Avatar
 from hunt.models import ApiToken, Player
+from lostwallet.wire import ErrorCode
 
 BENCH_AVATAR = "bench-lamp"
 USER_PREFIX = "bench-ws-"
@@ -175,7 +176,7 @@ class Bench:
         await ws.send(json.dumps({"type": "say", "text": "Good evening.", "client_id": "warm"}))
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
-            if frame["type"] == "reply" or frame.get("code") == "generation_failed":
+            if frame["type"] == "reply" or frame.get("code") == ErrorCode.GENERATION_FAILED:
                 return
 
     async def run(self, server_pid: int | None, interval: float, log) -> dict:

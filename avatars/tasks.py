@@ -32,11 +32,6 @@ from avatars.models import Message
 from avatars.publishing import Publisher, server_loop
 from avatars.turns import TIME_LIMIT_GRACE, run_turn
 
-# Re-exported for tests/test_gate.py only, which is being edited on another branch: once it
-# imports them from avatars.turns, these two lines go.
-from avatars.turns import said_in as said_in
-from avatars.turns import turn_parts as turn_parts
-
 logger = logging.getLogger(__name__)
 
 

@@ -16,7 +16,7 @@ from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from avatars.models import Avatar, Conversation, Message
-from avatars.tasks import said_in, turn_parts
+from avatars.turns import said_in, turn_parts
 from hunt import encoder, gate, leaks, matcher, questions
 from hunt.models import Clue, Discovery, Hunt, Player
 from tests.hunt_helpers import discover, run_together

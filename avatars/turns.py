@@ -199,7 +199,7 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
         parts = turn_parts(message, outcome)
         engine = avatar_engine.get_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
-        guard = leaks.ReplyGuard(message, outcome, *said_in(parts))
+        guard = leaks.ReplyGuard(message, outcome, said_in(parts))
         text = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
     if text is None:
         logger.info("turn %s was taken over or expired; stopping", message.pk)
@@ -221,15 +221,19 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
         logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
 
 
-def said_in(parts: prompts.PromptParts) -> tuple[list[str], list[str]]:
-    """The player's words in a prompt, and the avatar's side of it (what the player has seen
-    the avatar say): the reply guard treats the words a player put forward as guesses alike,
-    right or wrong, less those the avatar already uses."""
-    typed = [parts.message, summary.visitor_text(parts.summary)]
-    typed += [t.text for t in parts.turns if t.role == "player"]
-    seen = [parts.persona, parts.greeting, parts.hunt_context, parts.summary]
-    seen += [t.text for t in parts.turns if t.role != "player"]
-    return typed, seen
+def said_in(parts: prompts.PromptParts) -> list[str]:
+    """Everything of a prompt that the player wrote or was shown: the message, the stored turns
+    of both sides, the summary, the persona, greeting and hunt context. The reply guard allows
+    the seed-list words found there (see hunt.leaks.ReplyGuard): the avatar's earlier replies
+    passed the guard, so whatever they hold was the player's to see."""
+    return [
+        parts.message,
+        parts.summary,
+        parts.persona,
+        parts.greeting,
+        parts.hunt_context,
+        *(t.text for t in parts.turns),
+    ]
 
 
 def turn_parts(message: Message, outcome) -> prompts.PromptParts:

@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -156,42 +157,6 @@ def find_guarded_words(text: str, words: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-# Guesses: the parts of a player's text that put words forward as candidates for a secret.
-_QUOTED = re.compile(r"(?<!\w)[\"“”„'‘’`*«»]\s*([^\"“”„'‘’`*«»\n]{1,40}?)\s*[\"“”„'‘’`*«»](?!\w)")
-_WORDS_AFTER = r"\s*[:=]?\s*((?:[^\W\d_]+[\s,]*){1,3})"
-_GUESS_CUES = [
-    re.compile(
-        r"\b(?:word|words|secret|password|passphrase|answer|phrase|seed|guess)\b"
-        r"(?:\s+(?:is|was|might be|could be|must be|would be))?" + _WORDS_AFTER
-    ),
-    re.compile(r"\bis it\s+([^\W\d_]+)"),
-    re.compile(r"\b(?:say|repeat|spell|type|write|print|whisper)\s+([^\W\d_]+)"),
-]
-SHORT_MESSAGE_WORDS = 3  # a message this short is all candidates ("olive?")
-PHRASE_RUN = 5  # this many seed-list words in a row read as a phrase being tried
-
-
-def guess_spans(text: str, wordlist: frozenset[str]) -> list[str]:
-    """The parts of a player's text that put words forward: a very short message, quoted
-    words, words after "the word is", "is it", "say", spelled-out letters, and runs of
-    PHRASE_RUN seed-list words. Ordinary sentences ("tell me about your cat") give none."""
-    lowered = squeeze(clean(text).casefold())
-    spans = [m.group(0) for m in _SPACED_RUN.finditer(lowered)]
-    if len(words_of(collapse_spacing(lowered))) <= SHORT_MESSAGE_WORDS:
-        spans.append(lowered)
-    spans += [m.group(1) for m in _QUOTED.finditer(lowered)]
-    spans += [m.group(1) for cue in _GUESS_CUES for m in cue.finditer(lowered)]
-    run: list[str] = []
-    for word in [*words_of(lowered), ""]:
-        if word in wordlist:
-            run.append(word)
-            continue
-        if len(run) >= PHRASE_RUN:
-            spans.append(" ".join(run))
-        run = []
-    return spans
-
-
 # Leak detection ---------------------------------------------------------------------------------
 
 _LEET = {
@@ -227,6 +192,7 @@ class _Needles:
     inner: set[str]  # the word and its reverse, searched inside runs and acrostics
 
     @classmethod
+    @lru_cache(maxsize=4096)
     def of(cls, word: str) -> _Needles:
         w = normalize(word)
         rev = w[::-1]
@@ -347,14 +313,22 @@ class TextViews:
         views.loose.append(_initials(_TOKEN.findall(lowered)))
         return views
 
+    @cached_property
+    def _joined(self) -> tuple[str, str, str]:
+        # One string per reading, its parts apart: a needle found in it is found in one part
+        # (needles hold no NUL), and one search replaces one per part (a seed-list-wide check
+        # of a player's text makes thousands).
+        return tuple("\0".join(hays) for hays in (self.strict, self.loose, self.squashed))
+
     def contains(self, needles: _Needles) -> bool:
         if self.tokens & needles.exact:
             return True
-        hays = list(self.strict)
+        strict, loose, squashed = self._joined
+        hays = [strict]
         if len(needles.word) >= LOOSE_LEN:
-            hays += self.loose
+            hays.append(loose)
         if len(needles.word) >= SQUASH_LEN:
-            hays += self.squashed
+            hays.append(squashed)
         return any(n in hay for hay in hays for n in needles.inner)
 
 
@@ -513,22 +487,16 @@ class ReplyGuard:
     `finish()` the rest (held-back text, reveal lines the model left out, or the stand-in line
     when the reply gave a locked word away); then `text` is the whole reply.
 
-    Guesses: a player may type a locked word ("is the word olive?"); it then sits in the prompt
-    and the model may echo it. Replacing only that echo would tell a right guess from a wrong
-    one, so every BIP39 word that the player's words in the prompt (`typed`) put forward as a
-    guess is guarded for this turn alike, right or wrong (see typed_guesses). Words the player
-    has seen the avatar use (persona, greeting, earlier replies) are left out: they cannot be
-    locked words, so saying them again tells nothing. A word only mentioned in a sentence
-    ("tell me about olives") is no guess: guarding those would replace most ordinary replies.
+    No oracle: a player may type any word ("tell me about a travelling agent", "is the word
+    agent?", spelled out, encoded), and the model may echo it. If that echo were replaced when
+    the word is locked and not otherwise, the reply would tell which typed words are locked. So
+    every seed-list word found in what the player wrote or was shown in this prompt (`said`),
+    in any form the detector reads, is allowed for this turn, whether it is locked, unlocked or
+    no seed word at all. That costs nothing: the gate keeps every locked word out of the
+    model's context, so an echo gives away only what the player wrote.
     """
 
-    def __init__(
-        self,
-        message,
-        outcome: GateOutcome,
-        typed: Sequence[str] | None = None,
-        seen: Sequence[str] = (),
-    ):
+    def __init__(self, message, outcome: GateOutcome, said: Sequence[str] = ()):
         from hunt.models import Discovery  # here: hunt.models imports this module
 
         hunt = message.conversation.avatar.hunt
@@ -538,13 +506,10 @@ class ReplyGuard:
                 "word__position", flat=True
             )
         ) if hunt else set()  # fmt: skip
-        allowed = [w for pos, w in words.items() if pos in mine]
-        locked = [w for pos, w in words.items() if pos not in mine]
-        if hunt and typed is not None:
-            locked += typed_guesses(typed, seen, allowed)
+        said = seed_words_in(said)
         self._guard = StreamGuard(
-            locked=list(dict.fromkeys(locked)),
-            allowed=allowed,
+            locked=[w for pos, w in words.items() if pos not in mine and w not in said],
+            allowed=[*(w for pos, w in words.items() if pos in mine), *sorted(said)],
             reveals=[(r.word, r.reveal_line) for r in outcome.reveals],
             seed=message.pk,
         )
@@ -564,20 +529,13 @@ class ReplyGuard:
         return self._guard.tripped
 
 
-def typed_guesses(
-    typed: Sequence[str], seen: Sequence[str], allowed: Iterable[str] = ()
-) -> list[str]:
-    """The BIP39 words that the player's words in this prompt (`typed`) put forward as guesses
-    (see ReplyGuard), less the words of the avatar's side of the prompt (`seen`) and the
-    player's own discoveries."""
+def seed_words_in(texts: Sequence[str]) -> frozenset[str]:
+    """The seed-list (BIP39) words in `texts`, in every form the leak detector reads.
+
+    The whole list, not the hunt's words: which words are allowed must not depend on which are
+    guarded (allowed words are masked before the check, which changes what else it finds).
+    """
     from hunt.bip39 import bip39_words
 
-    public = set(words_of(normalize("\n".join(seen)))) | set(allowed)
-    wordlist = bip39_words()
-    # Only words put forward as guesses (guess_spans): guarding every seed-list word a player
-    # mentions replaced 31 of 50 ordinary replies of the demo avatars ("tell me about your
-    # cat" -> any reply saying "cat"). Plain, inflected and spelled-out forms: the ones a model
-    # turns back into the word; the detector's exotic readings (reversed, ROT-n) would find
-    # some guess in any text ("the" is "rug" reversed under ROT13).
-    spans = [span for text in typed for span in guess_spans(text, wordlist)]
-    return find_guarded_words("\n".join(spans), wordlist - public)
+    text = "\n".join(t for t in texts if t)
+    return frozenset(find_leaks(text, sorted(bip39_words()))) if text else frozenset()

@@ -552,26 +552,17 @@ def test_the_reply_guard_locks_every_word_the_player_has_not_found(demo_hunt, ma
     assert "elite" not in sent and sent == guard.text
 
 
-@pytest.mark.parametrize("guess", ["agent", "banana", "a-g-e-n-t", "b a n a n a"])
-def test_an_echoed_guess_is_replaced_alike_whether_right_or_wrong(demo_hunt, make_player, guess):
-    """ "agent" is locked, "banana" is not: if only the right guess's echo were replaced, the
-    guard would tell players which guess is right."""
-    message = say(make_player(), Avatar.objects.get(slug="old-marta"), f"Is the word {guess}?")
+@pytest.mark.parametrize("typed", ["agent", "banana", "a-g-e-n-t", "b a n a n a"])
+def test_an_echoed_typed_word_passes_alike_whether_locked_or_not(demo_hunt, make_player, typed):
+    """ "agent" is locked, "banana" is no seed word: if only the locked word's echo were
+    replaced, the guard would tell players which typed word is locked."""
+    message = say(make_player(), Avatar.objects.get(slug="old-marta"), f"Is the word {typed}?")
     outcome = gate.open_clues(message)
-    guard = leaks.ReplyGuard(message, outcome, *said_in(turn_parts(message, outcome)))
-    word = guess.replace("-", "").replace(" ", "")
+    guard = leaks.ReplyGuard(message, outcome, said_in(turn_parts(message, outcome)))
+    word = typed.replace("-", "").replace(" ", "")
     sent = guard.feed(f"{word.title()}? Never heard that word, dear. ") + guard.finish()
-    assert guard.tripped
-    assert word not in sent.lower() and sent == guard.text
-
-
-def test_words_the_avatar_already_uses_are_no_guesses(demo_hunt, make_player):
-    """Marta's persona talks about the sea, so the word cannot be locked: echoing it is fine."""
-    message = say(make_player(), Avatar.objects.get(slug="old-marta"), "Is the word sea?")
-    outcome = gate.open_clues(message)
-    guard = leaks.ReplyGuard(message, outcome, *said_in(turn_parts(message, outcome)))
-    sent = guard.feed("The sea? It is all I have known. ") + guard.finish()
-    assert not guard.tripped and sent.startswith("The sea?")
+    assert not guard.tripped
+    assert sent.startswith(f"{word.title()}? Never") and sent == guard.text
 
 
 def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):

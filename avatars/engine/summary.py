@@ -64,13 +64,6 @@ def _split(summary: str) -> tuple[list[str], list[str]]:
     return facts, lines
 
 
-def visitor_text(summary: str) -> str:
-    """The player's own words in a summary: pinned facts and quoted questions."""
-    said = re.findall(r"They said: (.*?)(?: You answered: |$)", summary, re.MULTILINE)
-    facts, _lines = _split(summary)
-    return "\n".join([*facts, *said])
-
-
 def fold(summary: str, turns: Sequence[Turn], tokenizer, max_tokens: int = SUMMARY_MAX_TOKENS):
     """The summary after adding `turns` (oldest first) to it."""
     facts, lines = _split(summary)

@@ -2,7 +2,7 @@
 
 The contract is ../shared/contracts/hunt-file.md; docs/hunt-file.md restates it with this
 server's additive extensions (per-clue `examples`, `counterexamples`, `threshold`, `reveal`;
-per-hunt `registration_open` and `limits`; per-avatar `published`).
+per-hunt `registration_open`, `claims_need_all_words` and `limits`; per-avatar `published`).
 
 An import is all or nothing: every problem is collected with its JSON path, and only a file
 without problems is written, inside one transaction.
@@ -33,6 +33,7 @@ LIMIT_FIELDS = (
     "claim_cooldown_seconds",
     "gate_attempts",
     "gate_cooldown_seconds",
+    "claims_per_address_per_hour",
 )
 
 
@@ -115,6 +116,9 @@ def validate_hunt_document(doc: Any) -> list[str]:
     starts, ends = c.when(doc, "starts_at", "$"), c.when(doc, "ends_at", "$")
     if starts and ends and ends <= starts:
         c.add("$.ends_at", "must be after starts_at")
+    for key in ("registration_open", "claims_need_all_words"):
+        if key in doc and not isinstance(doc[key], bool):
+            c.add(f"$.{key}", "must be true or false")
     limits = doc.get("limits", {})
     if not isinstance(limits, dict):
         c.add("$.limits", "must be an object")
@@ -368,8 +372,9 @@ def _write(doc: dict) -> Hunt:
     hunt.prize = doc.get("prize", "")
     hunt.starts_at = parse_datetime(doc["starts_at"])
     hunt.ends_at = parse_datetime(doc["ends_at"])
-    if "registration_open" in doc:
-        hunt.registration_open = bool(doc["registration_open"])
+    for key in ("registration_open", "claims_need_all_words"):
+        if key in doc:
+            setattr(hunt, key, doc[key])
     for key, value in doc.get("limits", {}).items():
         setattr(hunt, key, value)
     ordered = [words[p] for p in range(1, PHRASE_LENGTH + 1)]
@@ -450,6 +455,7 @@ def export_hunt_document(hunt: Hunt) -> dict:
         "prize": hunt.prize,
         "phrase_hash": hunt.phrase_hash,
         "registration_open": hunt.registration_open,
+        "claims_need_all_words": hunt.claims_need_all_words,
         "limits": {key: getattr(hunt, key) for key in LIMIT_FIELDS},
         "words": [],
         "avatars": [],

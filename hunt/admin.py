@@ -120,12 +120,21 @@ class HuntAdmin(admin.ModelAdmin):
         (_("Schedule"), {"fields": ["starts_at", "ends_at", "registration_open"]}),
         (_("The phrase"), {"fields": ["phrase_hash"], "classes": ["collapse"]}),
         (
+            _("Claims"),
+            {
+                "fields": [
+                    "claims_need_all_words",
+                    "claim_cooldown_seconds",
+                    "claims_per_address_per_hour",
+                ]
+            },
+        ),
+        (
             _("Limits"),
             {
                 "fields": [
                     "chat_rate_per_minute",
                     "chat_burst",
-                    "claim_cooldown_seconds",
                     "gate_attempts",
                     "gate_cooldown_seconds",
                 ]

@@ -21,7 +21,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from hunt.claims import ClaimRefused, do_claim
-from hunt.forms import SignUpForm, attempt_wait, registration_is_open
+from hunt.forms import SignUpForm, attempt_wait, client_address, registration_is_open
 from hunt.leaderboard import hunt_id_for_slug, leaderboard_json
 from hunt.models import ApiToken, Discovery, Hunt, Player
 from lostwallet import ratelimit
@@ -444,12 +444,14 @@ def hunt_progress(request, slug: str):
     tags=["player"],
     description="`winner` for the first correct claim, `correct` once the hunt is won, `wrong` "
     "otherwise. Each wrong or invalid claim starts a cooldown that doubles every time (429 "
-    "with `retry_after`).",
+    "with `retry_after`); each client address has an hourly budget of claims (429 too). "
+    "A claim is judged only for a player who has found every word this server guards "
+    "(403 `words_missing`, unless the hunt turns this off); staff cannot claim (403 `forbidden`).",
 )
 def hunt_claim(request, slug: str, payload: ClaimIn):
     hunt = _hunt(slug)
     try:
-        result = do_claim(hunt, player_of(request), payload.words)
+        result = do_claim(hunt, player_of(request), payload.words, client_address(request))
     except ClaimRefused as refused:
         raise ApiError(refused.status, refused.code, refused.detail, refused.retry_after) from None
     return {"result": result}

@@ -17,7 +17,8 @@ from django.utils.translation import gettext as _
 
 from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
 from hunt.leaderboard import announce_leaderboard_change
-from hunt.models import PHRASE_LENGTH, Claim, Hunt, Player
+from hunt.models import PHRASE_LENGTH, Claim, Discovery, Hunt, Player
+from lostwallet import ratelimit
 from lostwallet.wire import ErrorCode
 
 # The escalating cooldown doubles after each failed claim; past a day it stops growing, so a
@@ -75,37 +76,39 @@ def claim_wait(hunt: Hunt, player: Player) -> float | None:
     return wait if wait > 0 else None
 
 
-def do_claim(hunt: Hunt, player: Player, words: list[str]) -> str:
+def do_claim(hunt: Hunt, player: Player, words: list[str], address: str = "unknown") -> str:
     """Judges a claim and records it; returns "winner", "correct" or "wrong".
 
-    Raises ClaimRefused: `hunt_not_live` (409) outside the hunt's window, `rate_limited` (429)
-    during the cooldown, `invalid_phrase` (400) for a phrase that is not BIP39 (recorded, so it
-    counts towards the cooldown like a wrong one).
+    Raises ClaimRefused: `hunt_not_live` (409) outside the hunt's window, `forbidden` (403)
+    for staff, `words_missing` (403) before the player has found every word this server guards
+    (when the hunt asks for it), `rate_limited` (429) during the player's cooldown or past the
+    client address's hourly budget, `invalid_phrase` (400) for a phrase that is not BIP39
+    (recorded, so it counts towards the cooldown like a wrong one).
     """
-    if not hunt.is_live():
-        raise ClaimRefused(
-            ErrorCode.HUNT_NOT_LIVE, 409, _("The hunt is not live: claims are closed.")
-        )
+    refuse_unjudged(hunt, player)
+    budget = hunt.claims_per_address_per_hour
+    wait = claim_wait(hunt, player) or ratelimit.hit(
+        f"claim:{hunt.pk}:addr:{address}", budget, burst=budget, per_seconds=3600
+    )
+    if wait is not None:
+        raise _cooling_down(wait)
     problem = phrase_problem(words)
+    # The hash is deliberately slow (PBKDF2): a leaked database must not give the phrase away.
+    # So it is checked before any lock is taken: held under the player's row lock (on SQLite,
+    # the database's write lock) it would stall every other write meanwhile.
+    correct = problem is None and check_password(phrase_of(words), hunt.phrase_hash)
     with transaction.atomic():
-        # Race: one player's parallel claims would all pass the cooldown check before any of
-        # them is recorded. Locking the player's row (on SQLite the IMMEDIATE transaction's
-        # write lock) makes each claim see the ones before it.
+        # Race: one player's parallel claims all pass the cooldown check above before any of
+        # them is recorded. Locking the player's row and checking again makes each claim see
+        # the ones before it; a claim refused here is not judged, whatever its hash said.
         Player.objects.select_for_update().filter(pk=player.pk).exists()
         wait = claim_wait(hunt, player)
         if wait is not None:
-            raise ClaimRefused(
-                ErrorCode.RATE_LIMITED,
-                429,
-                _("Wrong claims slow you down: wait before the next."),
-                wait,
-            )
+            raise _cooling_down(wait)
         if problem is not None:
             Claim.objects.create(hunt=hunt, player=player, result=Claim.Result.INVALID)
             result = Claim.Result.INVALID
-        elif not check_password(phrase_of(words), hunt.phrase_hash):
-            # The hash is deliberately slow (PBKDF2): a leaked database must not give the phrase
-            # away, and it is the price of one claim per cooldown, not of every request.
+        elif not correct:
             Claim.objects.create(hunt=hunt, player=player, result=Claim.Result.WRONG)
             result = Claim.Result.WRONG
         else:
@@ -116,6 +119,35 @@ def do_claim(hunt: Hunt, player: Player, words: list[str]) -> str:
     if result == Claim.Result.INVALID:
         raise ClaimRefused(ErrorCode.INVALID_PHRASE, 400, problem or "")
     return str(result)
+
+
+def refuse_unjudged(hunt: Hunt, player: Player) -> None:
+    """Raises ClaimRefused when this player may not claim in this hunt now, whatever the
+    phrase: the window, staff, and (when the hunt asks) the words not all found yet."""
+    if not hunt.is_live():
+        raise ClaimRefused(
+            ErrorCode.HUNT_NOT_LIVE, 409, _("The hunt is not live: claims are closed.")
+        )
+    if not player.plays:
+        raise ClaimRefused(
+            ErrorCode.FORBIDDEN, 403, _("Staff accounts run the hunt; they cannot claim.")
+        )
+    if hunt.claims_need_all_words and not player.has_found_all(hunt):
+        raise ClaimRefused(
+            ErrorCode.WORDS_MISSING,
+            403,
+            _("Find every word guarded here before claiming: %(found)d of %(total)d found.")
+            % {
+                "found": Discovery.objects.of(hunt, player=player).count(),
+                "total": hunt.guarded_count(),
+            },
+        )
+
+
+def _cooling_down(wait: float) -> ClaimRefused:
+    return ClaimRefused(
+        ErrorCode.RATE_LIMITED, 429, _("Wrong claims slow you down: wait before the next."), wait
+    )
 
 
 def _record_correct(hunt: Hunt, player: Player) -> Claim.Result:

@@ -72,6 +72,18 @@ class Hunt(models.Model):
     gate_cooldown_seconds = models.PositiveIntegerField(
         default=300, help_text=_("How long no clue opens for a player after too many near misses.")
     )
+    # Without it, accounts being free, the last missing word or two could be brute-forced
+    # through the checksum (one missing word leaves 6 to 9 valid phrases).
+    claims_need_all_words = models.BooleanField(
+        default=True,
+        help_text=_(
+            "A claim is judged only for a player who has found every word this server guards."
+        ),
+    )
+    claims_per_address_per_hour = models.PositiveSmallIntegerField(
+        default=10,
+        help_text=_("Claims one client address may make per hour, whatever the account."),
+    )
 
     winner = models.ForeignKey(
         "Player", null=True, blank=True, on_delete=models.PROTECT, related_name="hunts_won"
@@ -107,6 +119,10 @@ class Hunt(models.Model):
 
     def is_live(self) -> bool:
         return self.status == self.Status.LIVE
+
+    def guarded_count(self) -> int:
+        """How many of the phrase's words this server guards (the others are hidden elsewhere)."""
+        return self.words.exclude(word_encrypted="").count()
 
     def guarded_words(self) -> dict[int, str]:
         """Position -> clear word, for the gate and the reply guard only (see hunt/crypto.py)."""
@@ -166,6 +182,16 @@ class Player(models.Model):
     @property
     def name(self) -> str:
         return self.display_name or self.user.get_username()
+
+    @property
+    def plays(self) -> bool:
+        """Whether this account may discover words and claim. Staff (organizers, creators)
+        may not: they can read or shape what players must find, so the prize is not theirs."""
+        return not self.user.is_staff
+
+    def has_found_all(self, hunt: Hunt) -> bool:
+        """Whether this player has discovered every word this server guards in `hunt`."""
+        return Discovery.objects.of(hunt, player=self).count() >= hunt.guarded_count()
 
     @classmethod
     def for_user(cls, user) -> Player:

@@ -11,17 +11,19 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from hunt.claims import ClaimRefused, claim_wait, do_claim
+from hunt.claims import ClaimRefused, claim_wait, do_claim, refuse_unjudged
 from hunt.forms import (
     ClaimForm,
     SignInForm,
     WebSignUpForm,
     attempt_wait,
+    client_address,
     registration_is_open,
     too_many_attempts,
 )
 from hunt.leaderboard import leaderboard
 from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, Player
+from lostwallet.wire import ErrorCode
 
 
 def _hunt(slug: str) -> Hunt:
@@ -200,7 +202,7 @@ def hunt_claim(request, slug: str):
     form = ClaimForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            result = do_claim(hunt, player, form.words())
+            result = do_claim(hunt, player, form.words(), client_address(request))
         except ClaimRefused as refused:
             form.add_error(None, _refusal_text(refused))
         else:
@@ -208,6 +210,11 @@ def hunt_claim(request, slug: str):
             request.session["claim_result"] = result
             return redirect("hunt-claim", slug=hunt.slug)
     wait = claim_wait(hunt, player)
+    try:
+        refuse_unjudged(hunt, player)
+        blocked = ""
+    except ClaimRefused as refused:
+        blocked = refused.detail
     return render(
         request,
         "hunt/claim.html",
@@ -216,6 +223,7 @@ def hunt_claim(request, slug: str):
             "form": form,
             "result": request.session.pop("claim_result", None),
             "wait": wait,
+            "blocked": blocked,
             "wait_seconds": int(wait) + 1 if wait else 0,
             "wait_text": _wait_text(wait) if wait else "",
             "phrase_length": PHRASE_LENGTH,
@@ -229,9 +237,9 @@ def hunt_claim(request, slug: str):
 
 
 def _refusal_text(refused: ClaimRefused) -> str:
-    if refused.code == "hunt_not_live":
-        return _("The hunt is not live: claims are closed.")
-    if refused.code == "rate_limited":
+    if refused.code in (ErrorCode.HUNT_NOT_LIVE, ErrorCode.FORBIDDEN, ErrorCode.WORDS_MISSING):
+        return refused.detail
+    if refused.code == ErrorCode.RATE_LIMITED:
         return _("Wrong claims slow you down. You can claim again in %(time)s.") % {
             "time": _wait_text(refused.retry_after or 0)
         }

@@ -1,4 +1,4 @@
-"""Rate limits counted per account (GCRA: a steady rate plus a burst).
+"""Rate limits counted per key: an account, an address (GCRA: a steady rate plus a burst).
 
 With REDIS_URL set the check-and-update is one Lua script, so every web process and worker
 shares one atomic counter per key; without it a lock-guarded dict serves the single process.
@@ -40,12 +40,13 @@ def _redis_script(url: str):
     return redis.Redis.from_url(url).register_script(_GCRA_LUA)
 
 
-def hit(key: str, rate_per_minute: int, burst: int = 1) -> float | None:
-    """Counts one event for `key`. Returns None when allowed, else seconds until allowed.
+def hit(key: str, rate: int, burst: int = 1, per_seconds: float = 60.0) -> float | None:
+    """Counts one event for `key`, allowed `rate` times per `per_seconds` (a minute unless
+    said) with bursts of `burst`. Returns None when allowed, else seconds until allowed.
 
     A refused event is not counted, so a client that waits `retry_after` gets through.
     """
-    interval = 60.0 / max(rate_per_minute, 1)
+    interval = per_seconds / max(rate, 1)
     burst = max(burst, 1)
     if settings.REDIS_URL:
         wait = _redis_script(settings.REDIS_URL)(keys=[f"ratelimit:{key}"], args=[interval, burst])

@@ -36,6 +36,7 @@ class ErrorCode(enum.StrEnum):
     REGISTRATION_CLOSED = "registration_closed"
     CSRF_FAILED = "csrf_failed"
     FORBIDDEN = "forbidden"
+    WORDS_MISSING = "words_missing"
     ERROR = "error"
 
 

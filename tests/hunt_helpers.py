@@ -47,6 +47,14 @@ def discover(player: Player, hunt: Hunt, position: int, at: datetime | None = No
     )
 
 
+def find_every_word(player: Player, hunt: Hunt) -> Player:
+    """Discovers, for `player`, every word this server guards in `hunt`: what a claim needs."""
+    found = set(Discovery.objects.of(hunt, player=player).values_list("word__position", flat=True))
+    for position in set(guarded_positions(hunt)) - found:
+        discover(player, hunt, position)
+    return player
+
+
 def minutes_ago(n: float) -> datetime:
     return timezone.now() - timedelta(minutes=n)
 

@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 
 from avatars.models import Avatar
 from hunt import gate_eval
-from hunt.leaks import find_leaks
+from hunt.leaks import find_leaks, seed_words_in
 from hunt.models import Discovery, Hunt
 from tests.chat_support import (
     ScriptedStream,
@@ -113,9 +113,10 @@ def open_the_floodgates(hunt: Hunt) -> list[str]:
 
 async def run_attacks(scripts: list[list[str]], headers, words: list[str]) -> dict:
     """Sends each script as one conversation's turns (script i to avatar i mod 5); returns
-    counts and every frame's text."""
+    counts and the frames that gave away a guarded word the player did not write."""
     clients = {}
-    frames: list[str] = []
+    said: dict[str, list[str]] = {}  # what the player wrote to each avatar so far
+    leaked: list[str] = []
     discoveries = 0
     turns = 0
     for i, script in enumerate(scripts):
@@ -123,22 +124,26 @@ async def run_attacks(scripts: list[list[str]], headers, words: list[str]) -> di
         if slug not in clients:
             client, close = await open_chat(slug, headers=headers)
             assert close is None, close
-            frames.append(json.dumps(await receive(client)))
+            await receive(client)  # hello
             clients[slug] = client
         client = clients[slug]
         for text in script:
-            await client.send_json_to({"type": "say", "text": text.strip()[:MAX_SAY] or "?"})
+            text = text.strip()[:MAX_SAY] or "?"
+            said.setdefault(slug, []).append(text)
+            await client.send_json_to({"type": "say", "text": text})
             ack = await receive(client)
-            frames.append(json.dumps(ack))
             assert ack["type"] == "ack", ack
             others: list = []
             tokens, final = await collect_turn(client, ack["message_id"], others)
-            frames += [*tokens, json.dumps(final), *map(json.dumps, others)]
+            # A word the player wrote may come back (the stand-in recites it): that gives
+            # nothing away (see hunt.leaks.ReplyGuard). Any other guarded word is a leak.
+            locked = [w for w in words if w not in seed_words_in(said[slug])]
+            frames = [*tokens, json.dumps(final), *map(json.dumps, others)]
+            leaked += [f for f in frames if find_leaks(f, locked)]
             discoveries += sum(f["type"] == "discovery" for f in others)
             turns += 1
     for client in clients.values():
         await client.disconnect()
-    leaked = [f for f in frames if find_leaks(f, words)]
     return {"turns": turns, "discoveries": discoveries, "leaked": leaked}
 
 

@@ -13,18 +13,27 @@ from django.utils import timezone
 from hunt.claims import MAX_CLAIM_COOLDOWN_SECONDS, claim_wait
 from hunt.models import ApiToken, Claim, Hunt, Player
 from tests.conftest import require_postgres
-from tests.hunt_helpers import bearer, demo_phrase, run_together, wrong_phrase
+from tests.hunt_helpers import (
+    bearer,
+    demo_phrase,
+    discover,
+    find_every_word,
+    guarded_positions,
+    run_together,
+    wrong_phrase,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
-def player(make_player):
-    return make_player("claimer")
+def player(make_player, demo_hunt):
+    return find_every_word(make_player("claimer"), demo_hunt)
 
 
-def claim(client, hunt: Hunt, player: Player | None, words):
-    extra = bearer(ApiToken.issue(player.user)) if player else {}
+def claim(client, hunt: Hunt, player: Player | None, words, **extra):
+    if player:
+        extra.update(bearer(ApiToken.issue(player.user)))
     return client.post(
         f"/api/v1/hunts/{hunt.slug}/claim",
         {"words": words},
@@ -52,7 +61,7 @@ def test_the_first_correct_claim_wins(client, demo_hunt, player):
 @pytest.mark.django_db
 def test_a_later_correct_claim_is_correct_but_does_not_win(client, demo_hunt, player, make_player):
     claim(client, demo_hunt, player, demo_phrase())
-    late = make_player("late")
+    late = find_every_word(make_player("late"), demo_hunt)
     response = claim(client, demo_hunt, late, [w.upper() for w in demo_phrase()])
     assert response.json() == {"result": "correct"}
     demo_hunt.refresh_from_db()
@@ -153,7 +162,7 @@ def test_the_cooldown_doubles_after_each_failed_claim(client, demo_hunt, player)
 def test_the_cooldown_is_per_player_and_per_hunt(client, demo_hunt, player, make_player):
     claim(client, demo_hunt, player, ["zoo"] * 24)
     assert claim_wait(demo_hunt, player) is not None
-    other = make_player("other")
+    other = find_every_word(make_player("other"), demo_hunt)
     assert claim_wait(demo_hunt, other) is None
     assert claim(client, demo_hunt, other, demo_phrase()).json() == {"result": "winner"}
 
@@ -207,7 +216,7 @@ def _claim_in_threads(hunt: Hunt, players: list[Player], words: list[str]) -> li
 
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_correct_claims_make_one_winner(demo_hunt, make_player):
-    players = [make_player("first"), make_player("second")]
+    players = [find_every_word(make_player(n), demo_hunt) for n in ("first", "second")]
     assert _claim_in_threads(demo_hunt, players, demo_phrase()) == ["correct", "winner"]
     assert Claim.objects.filter(result="winner").count() == 1
     demo_hunt.refresh_from_db()
@@ -219,7 +228,7 @@ def test_two_simultaneous_correct_claims_make_one_winner(demo_hunt, make_player)
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_correct_claims_make_one_winner_on_postgresql(demo_hunt, make_player):
     require_postgres()
-    players = [make_player(f"racer{i}") for i in range(4)]
+    players = [find_every_word(make_player(f"racer{i}"), demo_hunt) for i in range(4)]
     results = _claim_in_threads(demo_hunt, players, demo_phrase())
     assert results == ["correct", "correct", "correct", "winner"]
     assert Claim.objects.filter(result="winner").count() == 1
@@ -227,7 +236,75 @@ def test_two_simultaneous_correct_claims_make_one_winner_on_postgresql(demo_hunt
 
 @pytest.mark.django_db(transaction=True)
 def test_parallel_claims_of_one_player_cannot_skip_the_cooldown(demo_hunt, make_player):
-    player = make_player("impatient")
+    player = find_every_word(make_player("impatient"), demo_hunt)
     results = _claim_in_threads(demo_hunt, [player, player], wrong_phrase())
     assert results == ["rate_limited", "wrong"]
     assert Claim.objects.filter(player=player).count() == 1
+
+
+# Claims need the game played -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_claim_needs_every_word_this_server_guards(client, demo_hunt, make_player):
+    """Accounts are free: without this, the last missing words could be brute-forced through
+    the checksum from many accounts."""
+    almost = make_player("almost")
+    for position in guarded_positions(demo_hunt)[:-1]:
+        discover(almost, demo_hunt, position)
+    response = claim(client, demo_hunt, almost, demo_phrase())
+    assert response.status_code == 403
+    body = response.json()
+    total = len(guarded_positions(demo_hunt))
+    assert body["error"] == "words_missing" and f"{total - 1} of {total} found" in body["detail"]
+    assert not Claim.objects.exists()  # not judged, not recorded
+
+
+@pytest.mark.django_db
+def test_a_hunt_may_let_players_claim_before_finding_every_word(client, demo_hunt, make_player):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(claims_need_all_words=False)
+    response = claim(client, demo_hunt, make_player("bold"), demo_phrase())
+    assert response.json() == {"result": "winner"}
+
+
+@pytest.mark.django_db
+def test_staff_cannot_claim_even_with_every_word(client, demo_hunt, make_player):
+    organizer = find_every_word(make_player("organizer", is_staff=True), demo_hunt)
+    response = claim(client, demo_hunt, organizer, demo_phrase())
+    assert response.status_code == 403 and response.json()["error"] == "forbidden"
+    assert not Claim.objects.exists()
+
+
+@pytest.mark.django_db
+def test_claims_are_budgeted_per_client_address_whatever_the_account(
+    client, demo_hunt, make_player
+):
+    Hunt.objects.filter(pk=demo_hunt.pk).update(claims_per_address_per_hour=3)
+    accounts = [find_every_word(make_player(f"sock{i}"), demo_hunt) for i in range(4)]
+    results = [claim(client, demo_hunt, p, wrong_phrase()) for p in accounts]
+    assert [r.status_code for r in results] == [200, 200, 200, 429]
+    assert results[-1].json()["error"] == "rate_limited" and results[-1].json()["retry_after"]
+    # Another address still claims.
+    other = claim(client, demo_hunt, find_every_word(make_player("elsewhere"), demo_hunt),
+                  wrong_phrase(), REMOTE_ADDR="10.1.2.3")  # fmt: skip
+    assert other.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # no test-wide transaction around the claim
+def test_the_phrase_hash_is_checked_outside_any_transaction(client, demo_hunt, player, monkeypatch):
+    """A slow hash check inside the claim's transaction would hold the player's row lock (on
+    SQLite, the database's write lock) for its whole duration."""
+    from django.db import connection
+
+    from hunt import claims
+
+    real = claims.check_password
+    during: list[bool] = []
+
+    def spy(*args):
+        during.append(connection.in_atomic_block)
+        return real(*args)
+
+    monkeypatch.setattr(claims, "check_password", spy)
+    assert claim(client, demo_hunt, player, demo_phrase()).json() == {"result": "winner"}
+    assert during == [False]

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import ROOT
-from tests.hunt_helpers import discover
+from tests.hunt_helpers import discover, find_every_word
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -60,7 +60,7 @@ def test_the_players_pages_render_in_french(client, demo_hunt, make_player, sett
 
 @pytest.mark.django_db
 def test_claim_errors_are_translated(client, demo_hunt, make_player, settings):
-    client.force_login(make_player().user)
+    client.force_login(find_every_word(make_player(), demo_hunt).user)
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
     response = client.post(f"/hunts/{demo_hunt.slug}/claim/", {"phrase": "olive nut"})
     html = response.content.decode()

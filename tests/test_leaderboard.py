@@ -20,6 +20,7 @@ from tests.conftest import DEMO_HUNT
 from tests.hunt_helpers import (
     demo_phrase,
     discover,
+    find_every_word,
     guarded_positions,
     minutes_ago,
 )
@@ -209,7 +210,8 @@ def test_a_winning_claim_announces_the_change_after_commit(
     announced: list[int] = []
     monkeypatch.setattr("hunt.claims.announce_leaderboard_change", announced.append)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert do_claim(demo_hunt, make_player("ann"), demo_phrase()) == "winner"
+        ann = find_every_word(make_player("ann"), demo_hunt)
+        assert do_claim(demo_hunt, ann, demo_phrase()) == "winner"
         assert announced == []  # not before the commit
     for callback in callbacks:
         callback()

@@ -15,6 +15,7 @@ from hunt.views import map_points
 from tests.hunt_helpers import (
     demo_phrase,
     discover,
+    find_every_word,
     guarded_positions,
     wrong_phrase,
 )
@@ -204,6 +205,7 @@ def test_the_claim_page_needs_a_signed_in_player(client, demo_hunt):
 
 
 def test_a_winning_claim_from_the_page(client, demo_hunt, owner):
+    find_every_word(owner, demo_hunt)
     client.force_login(owner.user)
     url = f"/hunts/{demo_hunt.slug}/claim/"
     response = client.post(url, {"phrase": "\n".join(demo_phrase())}, follow=True)
@@ -216,6 +218,7 @@ def test_a_winning_claim_from_the_page(client, demo_hunt, owner):
 
 
 def test_a_wrong_claim_shows_the_result_and_the_cooldown(client, demo_hunt, owner):
+    find_every_word(owner, demo_hunt)
     client.force_login(owner.user)
     url = f"/hunts/{demo_hunt.slug}/claim/"
     response = client.post(url, {"phrase": " ".join(wrong_phrase())}, follow=True)
@@ -226,6 +229,7 @@ def test_a_wrong_claim_shows_the_result_and_the_cooldown(client, demo_hunt, owne
 
 
 def test_an_invalid_claim_explains_itself_and_counts(client, demo_hunt, owner):
+    find_every_word(owner, demo_hunt)
     client.force_login(owner.user)
     response = client.post(f"/hunts/{demo_hunt.slug}/claim/", {"phrase": "olive nut agent"})
     assert response.status_code == 400
@@ -234,6 +238,7 @@ def test_an_invalid_claim_explains_itself_and_counts(client, demo_hunt, owner):
 
 
 def test_a_claim_during_the_cooldown_is_refused_with_the_time_left(client, demo_hunt, owner):
+    find_every_word(owner, demo_hunt)
     client.force_login(owner.user)
     url = f"/hunts/{demo_hunt.slug}/claim/"
     client.post(url, {"phrase": "zoo"})
@@ -273,3 +278,11 @@ def test_names_of_nearby_avatars_go_to_different_sides(demo_hunt):
     plot = map_points(avatars + others)
     spots = {(p["label"]["dx"], p["label"]["dy"]) for p in plot["points"][:3]}
     assert len(spots) == 3
+
+
+def test_the_claim_page_says_what_is_missing_before_every_word_is_found(client, demo_hunt, owner):
+    client.force_login(owner.user)
+    html = client.get(f"/hunts/{demo_hunt.slug}/claim/").content.decode()
+    total = len(guarded_positions(demo_hunt))
+    assert f"Find every word guarded here before claiming: 1 of {total} found." in html
+    assert 'id="claim-submit" disabled' in html

@@ -3,10 +3,16 @@
 Organizers (users who may change hunts) see every avatar and its clues; creators see and edit
 only their own avatars, without clues. Conversations may hold words revealed to their player,
 so only superusers read them.
+
+Only superusers publish. Publishing checks that the avatar's public texts hold no guarded word;
+if anyone could publish, that check would let them test candidate words. So a save by anyone
+else that changes what players would read (name, persona, greeting) takes the avatar out of play
+until a superuser publishes it again, whatever the texts hold.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count
 from django.utils.translation import gettext_lazy as _
@@ -19,13 +25,23 @@ def is_organizer(request) -> bool:
     return request.user.is_superuser or request.user.has_perm("hunt.change_hunt")
 
 
+class DraftAvatarForm(forms.ModelForm):
+    """For staff below superuser: a change to what players read makes the avatar a draft (see
+    the module doc), before the model's checks run, so they never check for guarded words."""
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance.pk or {"name", "persona", "greeting"} & set(self.changed_data):
+            self.instance.published = False
+        return data
+
+
 @admin.register(Avatar)
 class AvatarAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "hunt", "land", "published", "owner", "conversations_count"]
     list_filter = ["published", "hunt"]
     search_fields = ["name", "slug", "land", "persona"]
     prepopulated_fields = {"slug": ["name"]}
-    list_editable = ["published"]
     autocomplete_fields = ["owner"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "hunt", "published", "owner"]}),
@@ -41,12 +57,22 @@ class AvatarAdmin(admin.ModelAdmin):
         return [ClueInline] if is_organizer(request) else []
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if is_organizer(request) else ["hunt", "owner"]
+        fields = [] if is_organizer(request) else ["hunt", "owner"]
+        return fields if request.user.is_superuser else [*fields, "published"]
 
     def save_model(self, request, obj, form, change):
         if not change and obj.owner_id is None:
             obj.owner = request.user
+        if not request.user.is_superuser and not obj.published:
+            self.message_user(
+                request, _("Saved as a draft: a superuser publishes it after a review.")
+            )
         super().save_model(request, obj, form, change)
+
+    def get_form(self, request, obj=None, **kwargs):
+        if not request.user.is_superuser:
+            kwargs["form"] = DraftAvatarForm
+        return super().get_form(request, obj, **kwargs)
 
     @admin.display(description=_("conversations"), ordering="n_conv")
     def conversations_count(self, obj):
@@ -109,6 +135,11 @@ class FeedbackAdmin(admin.ModelAdmin):
     list_display = ["message_id", "avatar", "value", "player", "created_at"]
     list_filter = ["value", "message__conversation__avatar"]
     readonly_fields = ["message", "player", "value", "created_at"]
+
+    def get_fields(self, request, obj=None):
+        # A reply may hold a word revealed to its player: its text is for superusers only.
+        fields = ["message", "player", "value", "created_at"]
+        return fields if request.user.is_superuser else fields[1:]
 
     @admin.display(description=_("avatar"))
     def avatar(self, obj):

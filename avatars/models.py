@@ -63,12 +63,14 @@ class Avatar(models.Model):
         from avatars.engine.prompts import check_persona_fits, hunt_context
         from hunt.models import guarded_words_in
 
-        if self.hunt_id:
-            found = guarded_words_in(self.public_texts(), self.hunt.guarded_words().values())
-            if found:
+        # Only a published avatar is checked: players and the model see nothing of a draft, and
+        # a check on every save would let its editor test candidate words. Who may publish is
+        # the admin's business (superusers only, avatars/admin.py). No count and no word in
+        # the message: it must not help narrow a guess down.
+        if self.hunt_id and self.published:
+            if guarded_words_in(self.public_texts(), self.hunt.guarded_words().values()):
                 raise ValidationError(
-                    _("The persona, greeting or name contains a guarded word (%(n)d found).")
-                    % {"n": len(found)}
+                    _("The persona, greeting or name contains a guarded word of the hunt.")
                 )
         context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""
         try:

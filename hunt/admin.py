@@ -1,4 +1,11 @@
-"""Organizer screens. Guarded words are shown and edited only by superusers."""
+"""Organizer screens. Guarded words are shown and edited only by superusers.
+
+Texts that players or the model see before an unlock (the hunt's title, description and prize,
+a word's world and hint, a clue's questions, keywords, hints and reveal line) are checked for
+guarded words on save, and a refusal tells whoever saved that the text holds one: for anyone but
+a superuser that would be a way to test candidate words. So only superusers edit them, and clues
+(whose thresholds and examples tell how the gate decides) are read-only to other staff.
+"""
 
 from __future__ import annotations
 
@@ -94,7 +101,20 @@ def seed_word_form(request) -> type[SeedWordForm]:
     return SecretSeedWordForm if request.user.is_superuser else SeedWordForm
 
 
-class SeedWordInline(admin.TabularInline):
+class SuperusersEdit:
+    """Read-only for everyone but superusers (see the module doc)."""
+
+    def has_add_permission(self, request, *args):
+        return request.user.is_superuser and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+class SeedWordInline(SuperusersEdit, admin.TabularInline):
     model = SeedWord
     extra = 0
     max_num = 24
@@ -160,7 +180,9 @@ class HuntAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
-        return fields if request.user.is_superuser else [*fields, "phrase_hash"]
+        if request.user.is_superuser:
+            return fields
+        return [*fields, "phrase_hash", "title", "description", "prize"]
 
     def save_model(self, request, obj, form, change):
         check_no_guarded_words(obj, [obj.title, obj.description, obj.prize])
@@ -207,7 +229,7 @@ class ClueForm(forms.ModelForm):
         return data
 
 
-class ClueInline(admin.StackedInline):
+class ClueInline(SuperusersEdit, admin.StackedInline):
     model = Clue
     form = ClueForm
     extra = 0
@@ -215,7 +237,7 @@ class ClueInline(admin.StackedInline):
 
 
 @admin.register(SeedWord)
-class SeedWordAdmin(admin.ModelAdmin):
+class SeedWordAdmin(SuperusersEdit, admin.ModelAdmin):
     """Mainly the target of the clue inline's word search."""
 
     list_display = ["hunt", "position", "world", "guarded_here"]
@@ -258,6 +280,11 @@ class DiscoveryAdmin(admin.ModelAdmin):
     search_fields = ["player__display_name", "player__user__username"]
     date_hierarchy = "found_at"
     readonly_fields = ["player", "word", "clue", "message", "first", "found_at"]
+
+    def get_fields(self, request, obj=None):
+        # The turn's messages may hold the word (the reveal): superusers only.
+        fields = list(self.readonly_fields)
+        return fields if request.user.is_superuser else [f for f in fields if f != "message"]
 
     @admin.display(description=_("hunt"))
     def hunt(self, obj):

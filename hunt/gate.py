@@ -151,7 +151,9 @@ def open_clues(message) -> GateOutcome:
     )
     if earlier:
         return GateOutcome(reveals=tuple(_reveal(d, d.clue, d.word.reveal_word()) for d in earlier))
-    if hunt is None or message.role != "player" or not hunt.is_live():
+    # Staff (organizers, creators) discover nothing and count no near miss: they may know the
+    # right questions, and their own tries must not be a way to probe the gate either.
+    if hunt is None or message.role != "player" or not hunt.is_live() or not player.plays:
         return GateOutcome()
     clues = list(Clue.objects.filter(avatar=avatar).select_related("word"))
     mine = Discovery.objects.of(hunt, player=player).select_related("word", "message")

@@ -1,7 +1,10 @@
 """The admin works for organizers; guarded words are visible to superusers only; creators see
-their own avatars; saves that would expose a guarded word are refused."""
+their own avatars; saves that would expose a guarded word are refused, and nobody below superuser
+can use a save to test candidate words."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -207,3 +210,78 @@ def test_a_persona_too_long_for_the_prompt_budget_is_refused(client, superuser, 
     )
     assert response.status_code == 200
     assert "The persona is too long" in response.content.decode()
+
+
+# Staff below superuser can test no candidate word ------------------------------------------------
+
+
+def test_a_creators_save_reads_the_same_whether_the_persona_holds_a_guarded_word(
+    client, creator, demo_hunt
+):
+    """A refusal (or a count) only for guarded words would let a creator test candidates."""
+    avatar = Avatar.objects.get(slug="nia-neon")
+    Avatar.objects.filter(pk=avatar.pk).update(owner=creator)
+    client.force_login(creator)
+    pages = []
+    for word in (guarded(demo_hunt, 7), "lantern"):  # a guarded word, then an ordinary one
+        Avatar.objects.filter(pk=avatar.pk).update(published=True)
+        response = post_persona(client, avatar, f"You adore the word {word}.")
+        assert response.status_code == 302
+        avatar.refresh_from_db()
+        assert avatar.persona.endswith(f"{word}.") and not avatar.published
+        page = client.get(response["Location"]).content.decode().replace(word, "WORD")
+        pages.append(re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", page))
+    assert "a superuser publishes it" in pages[0]
+    assert pages[0] == pages[1]
+
+
+def test_only_a_superuser_publishes_and_publishing_checks_for_guarded_words(
+    client, superuser, creator, demo_hunt
+):
+    avatar = Avatar.objects.get(slug="nia-neon")
+    Avatar.objects.filter(pk=avatar.pk).update(owner=creator, published=False)
+    client.force_login(creator)
+    post_persona(client, avatar, "You paint trains.")  # the form says published: ignored
+    avatar.refresh_from_db()
+    assert not avatar.published
+    client.force_login(superuser)
+    response = post_persona(client, avatar, f"You adore {guarded(demo_hunt, 7)}.")
+    assert response.status_code == 200 and "contains a guarded word" in response.content.decode()
+
+
+def test_texts_checked_for_guarded_words_are_read_only_below_superuser(
+    client, staff_organizer, demo_hunt
+):
+    client.force_login(staff_organizer)
+    page = client.get(reverse("admin:hunt_hunt_change", args=[demo_hunt.pk])).content.decode()
+    assert 'name="title"' not in page and 'name="words-0-hint"' not in page
+    marta = Avatar.objects.get(slug="old-marta")
+    page = client.get(reverse("admin:avatars_avatar_change", args=[marta.pk])).content.decode()
+    assert 'name="clues-0-questions"' not in page and 'name="clues-0-threshold"' not in page
+    assert 'name="published"' not in page
+
+
+def test_discovery_and_feedback_screens_show_no_message_text_below_superuser(
+    client, staff_organizer, demo_hunt, make_player
+):
+    from avatars.models import Conversation, Feedback, Message
+    from hunt.models import Discovery
+
+    player = make_player()
+    marta = Avatar.objects.get(slug="old-marta")
+    conversation = Conversation.objects.create(player=player, avatar=marta)
+    asked = Message.objects.create(conversation=conversation, role="player", text="SECRET-ASK")
+    reply = Message.objects.create(
+        conversation=conversation, role="avatar", text="SECRET-REPLY", reply_to=asked
+    )
+    seed = demo_hunt.words.get(position=3)
+    found = Discovery.objects.create(player=player, word=seed, message=asked, first=True)
+    rated = Feedback.objects.create(message=reply, player=player, value=1)
+    client.force_login(staff_organizer)
+    for url in (
+        reverse("admin:hunt_discovery_change", args=[found.pk]),
+        reverse("admin:avatars_feedback_change", args=[rated.pk]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert "SECRET-" not in response.content.decode()

@@ -635,3 +635,13 @@ def test_tune_gate_without_measures_each_check_against_all_on(tmp_path):
     assert list(rows) == ["(none)", "kind", "keyword"]
     assert rows["(none)"][:3] == ["1.000", "/", "0.000"]  # recall / false unlocks, tiny.json
     assert rows["kind"][:3] == ["1.000", "/", "1.000"]  # the near miss asks who: now it opens
+
+
+def test_staff_discover_nothing_even_with_the_right_question(demo_hunt, make_player):
+    """Organizers and creators may know the right questions: the prize is not theirs, and their
+    own tries must not probe the gate either (no near miss, no hint)."""
+    organizer = make_player("organizer", is_staff=True)
+    marta = Avatar.objects.get(slug="old-marta")
+    outcome = gate.open_clues(say(organizer, marta, "What keeps the lighthouse lamp burning?"))
+    assert outcome == gate.GateOutcome()
+    assert not Discovery.objects.exists()

@@ -51,7 +51,7 @@ DATA_DIR = Path(__file__).resolve().parent / "gate_data"
 PARAMS_FILE = DATA_DIR / "params.json"
 
 MAX_SENTENCES = 6  # a message longer than this is a wall of text: it opens nothing
-MAX_QUESTION_MARKS = 3  # more questions than this in one message: stuffing
+MAX_QUESTIONS = 3  # more questions than this in one message (marks or asking sentences): stuffing
 MAX_WINDOW_WORDS = 40  # longer windows dilute any question: skipped
 MAX_LIST_SEPARATORS = 3  # a window with more commas/semicolons/slashes/"or" is a list
 MAX_WH_WORDS = 3  # a window with more question words is a list of questions
@@ -213,11 +213,20 @@ class TooManySentences(MessageCheck):
         return len(sentences) > MAX_SENTENCES
 
 
-class TooManyQuestionMarks(MessageCheck):
-    name = "question_marks"
+class TooManyQuestions(MessageCheck):
+    """Many guesses in one message: question marks, or sentences that ask something whatever
+    they end with ("who lit the lamp. what feeds your lamp at night. where is the flame.")."""
+
+    name = "questions"
 
     def refuses(self, normalized, sentences):
-        return normalized.count("?") > MAX_QUESTION_MARKS
+        asking = sum(1 for s in sentences if s.endswith("?") or _asks(s))
+        return max(normalized.count("?"), asking) > MAX_QUESTIONS
+
+
+def _asks(sentence: str) -> bool:
+    kinds = question_kinds(sentence)
+    return bool(kinds) or asks_yes_or_no(sentence, kinds)
 
 
 class LongWindow(WindowCheck):
@@ -312,7 +321,7 @@ class OneClueAMessage(OneClueCheck):
 
 CHECKS: list[Check] = [
     TooManySentences(),
-    TooManyQuestionMarks(),
+    TooManyQuestions(),
     LongWindow(),
     ListWindow(),
     QuestionWords(),

@@ -177,6 +177,16 @@ def test_stuffed_messages_open_nothing(demo_hunt, text):
     assert opened_by(Avatar.objects.get(slug="old-marta"), text).opened is None
 
 
+def test_many_questions_without_question_marks_open_nothing(demo_hunt):
+    """Six guesses as sentences ending in "." are as many questions as six "?"."""
+    text = (
+        "who lit the lamp. what colour is the lamp. what feeds your lamp at night. "
+        "how tall is the lamp. where is the flame. whose lamp is it."
+    )
+    decision = opened_by(Avatar.objects.get(slug="old-marta"), text)
+    assert decision.opened is None and decision.reason == "questions"
+
+
 def test_two_right_questions_in_one_message_open_neither(demo_hunt):
     quill = Avatar.objects.get(slug="professor-quill")
     text = "Which book in your library may nobody borrow? Why do your clocks run backwards?"
@@ -582,7 +592,7 @@ LAMP_AT_ALL = matcher.ClueSpec(2, ("What keeps the lighthouse lamp burning?",), 
 BRIDGE = matcher.ClueSpec(3, ("Who built the old stone bridge?",), ("bridge",))
 CHECK_CASES = {
     "sentences": ("Hi. Calm sea. Boats. Ferry. Gulls. Why? What keeps the lamp burning?", [LAMP]),
-    "question_marks": ("Hm? Really? Why? What keeps the lighthouse lamp burning at night?", [LAMP]),
+    "questions": ("Hm? Really? Why? What keeps the lighthouse lamp burning at night?", [LAMP]),
     "long_window": ("What keeps the lighthouse lamp burning at night " + "and " * 40 + "?", [LAMP]),
     "list": ("What keeps the lamp, the wick, the oil, the glass, the tower burning?", [LAMP]),
     "question_words": ("What who where when why keeps the lamp burning?", [LAMP]),

@@ -1,8 +1,10 @@
 """Settings for Lost Wallet, read from the environment.
 
 Defaults make `clone -> make demo` work on one machine: SQLite under var/, the in-memory channel
-layer, generation jobs in-process and the packaged default model. Production sets DATABASE_URL,
-REDIS_URL, SECRET_KEY and ENCRYPTION_KEY (see README's configuration table).
+layer, generation jobs in-process and the packaged default model. DEBUG is off unless turned on
+(`make demo` and `make test` set DEBUG=1), so a production host that forgets a secret refuses to
+start instead of running with a public one. Production sets DATABASE_URL, REDIS_URL, SECRET_KEY
+and ENCRYPTION_KEY (see README's configuration table and docs/security.md).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,16 +18,39 @@ PROBE = (
 )
 
 
-def load_settings(**env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+def run_python(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python *args` with the settings of `env` alone: what `make test` or a developer's
+    shell set (DEBUG=1, keys, services, HTTPS switches) is left out."""
+    inherited = {"DEBUG", "SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "REDIS_URL"}
+    base = {
+        k: v for k, v in os.environ.items() if k not in inherited and not k.startswith("SECURE_")
+    }
     base.update({"DJANGO_SETTINGS_MODULE": "lostwallet.settings", **env})
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=base, capture_output=True, text=True
+        [sys.executable, *args], cwd=ROOT, env=base, capture_output=True, text=True
     )
 
 
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    return run_python("-c", PROBE, **env)
+
+
+def read_settings(*names: str, **env: str) -> dict:
+    probe = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        f"print(json.dumps({{n: getattr(settings, n) for n in {names!r}}}))"
+    )
+    result = run_python("-c", probe, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_debug_is_off_unless_turned_on():
+    assert read_settings("DEBUG", SECRET_KEY="s" * 50, ENCRYPTION_KEY="e" * 40) == {"DEBUG": False}
+
+
 def test_the_defaults_run_embedded_on_sqlite():
-    result = load_settings()
+    result = load_settings(DEBUG="1")
     assert result.returncode == 0, result.stderr
     layer, cache, engine, model, debug = result.stdout.split()
     assert layer == "channels.layers.InMemoryChannelLayer"
@@ -37,14 +61,14 @@ def test_the_defaults_run_embedded_on_sqlite():
 
 
 def test_redis_url_switches_to_redis_layer_and_cache():
-    result = load_settings(REDIS_URL="redis://127.0.0.1:6379/3")
+    result = load_settings(DEBUG="1", REDIS_URL="redis://127.0.0.1:6379/3")
     assert result.returncode == 0, result.stderr
     assert "channels_redis.core.RedisChannelLayer" in result.stdout
     assert "RedisCache" in result.stdout
 
 
 def test_database_url_selects_postgresql():
-    result = load_settings(DATABASE_URL="postgres://u:p@db.example:5432/lw")
+    result = load_settings(DEBUG="1", DATABASE_URL="postgres://u:p@db.example:5432/lw")
     assert result.returncode == 0, result.stderr
     assert "django.db.backends.postgresql" in result.stdout
 
@@ -53,11 +77,21 @@ def test_database_url_selects_postgresql():
     ("env", "message"),
     [
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({}, "SECRET_KEY must be set when DEBUG is off"),
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
-        ({"DEBUG": "0", "SECRET_KEY": "x" * 50}, "ENCRYPTION_KEY must be set when DEBUG is off"),
-        ({"AVATAR_DEVICE": "gpu"}, "AVATAR_DEVICE='gpu' must be one of auto, cpu, cuda"),
-        ({"AVATAR_PROMPT_BUDGET": "lots"}, "AVATAR_PROMPT_BUDGET='lots' is not an integer"),
-        ({"AVATAR_PROMPT_BUDGET": "16"}, "AVATAR_PROMPT_BUDGET=16 must be at least 128"),
+        ({"SECRET_KEY": "x" * 50}, "ENCRYPTION_KEY must be set when DEBUG is off"),
+        (
+            {"DEBUG": "1", "AVATAR_DEVICE": "gpu"},
+            "AVATAR_DEVICE='gpu' must be one of auto, cpu, cuda",
+        ),
+        (
+            {"DEBUG": "1", "AVATAR_PROMPT_BUDGET": "lots"},
+            "AVATAR_PROMPT_BUDGET='lots' is not an integer",
+        ),
+        (
+            {"DEBUG": "1", "AVATAR_PROMPT_BUDGET": "16"},
+            "AVATAR_PROMPT_BUDGET=16 must be at least 128",
+        ),
     ],
 )
 def test_bad_values_fail_loudly(env, message):

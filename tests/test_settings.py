@@ -17,6 +17,17 @@ PROBE = (
     "settings.DATABASES['default']['ENGINE'], settings.AVATAR_MODEL, settings.DEBUG)"
 )
 
+# What README's "Running in production" sets, behind a proxy that terminates TLS; no
+# DATABASE_URL: `check --deploy` needs no database, so SQLite stands in for PostgreSQL.
+PRODUCTION_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "k3v9-Qm2x!Lr8Zt5+Wb7@Np4Yc6&Hd1Jf0Gs(Ua)Ve=Xi^Ko*Py%Rl#Tn",
+    "ENCRYPTION_KEY": "iwX4ObNNmEB_FJeL4X14F85qWiqXxNBa132Is-bIKsg=",
+    "ALLOWED_HOSTS": "hunt.example.org",
+    "CSRF_TRUSTED_ORIGINS": "https://hunt.example.org",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+}
+
 
 def run_python(*args: str, **env: str) -> subprocess.CompletedProcess:
     """`python *args` with the settings of `env` alone: what `make test` or a developer's
@@ -105,3 +116,71 @@ def test_production_settings_load_with_every_secret_set():
     result = load_settings(DEBUG="0", SECRET_KEY="s" * 50, ENCRYPTION_KEY="e" * 40)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "False"
+
+
+def test_the_documented_production_environment_passes_the_deployment_checks():
+    result = run_python(
+        "manage.py", "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION_ENV
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+HTTPS = (
+    "SECURE_SSL_REDIRECT",
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+)
+
+
+def test_production_is_https_only_by_default():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECURE_PROXY_SSL_HEADER"}
+    assert read_settings(*HTTPS, **env) == {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "SECURE_HSTS_SECONDS": 31_536_000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+    }
+
+
+def test_development_serves_plain_http():
+    assert read_settings(*HTTPS, DEBUG="1") == {
+        "SECURE_SSL_REDIRECT": False,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "SECURE_HSTS_SECONDS": 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
+        "SECURE_HSTS_PRELOAD": False,
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+    }
+
+
+def test_the_https_settings_follow_the_environment():
+    values = read_settings(
+        *HTTPS,
+        **PRODUCTION_ENV,
+        SECURE_SSL_REDIRECT="0",
+        SECURE_HSTS_SECONDS="3600",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="0",
+        SECURE_HSTS_PRELOAD="no",
+    )
+    assert values["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert values["SECURE_SSL_REDIRECT"] is False
+    assert values["SECURE_HSTS_SECONDS"] == 3600
+    assert values["SECURE_HSTS_INCLUDE_SUBDOMAINS"] is False
+    assert values["SECURE_HSTS_PRELOAD"] is False
+
+
+def test_a_malformed_proxy_header_fails_loudly():
+    result = load_settings(DEBUG="1", SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https")
+    assert result.returncode != 0
+    assert "SECURE_PROXY_SSL_HEADER='X-Forwarded-Proto: https' is not a header name" in (
+        result.stderr
+    )

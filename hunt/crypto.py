@@ -7,9 +7,12 @@ never put into a prompt before the gate opens for that player, never logged, and
 a frame or REST answer to a player who has not discovered them: a model leaks whatever sits in
 its context, so the only safe secret is one it has never seen.
 
-A Fernet key is used as it is; a passphrase is stretched with scrypt, once per process. Words
-stored before scrypt came in, under a passphrase hashed once with SHA-256, stay readable through
-that derivation, which only ever decrypts.
+ENCRYPTION_KEY lists keys newest first: the first encrypts, any decrypts (MultiFernet), so an
+operator puts a new key in front, restarts every process, runs `rotate_encryption_key` (which
+moves each stored word to the first key) and then drops the old one (docs/security.md). A Fernet
+key is used as it is; a passphrase is stretched with scrypt, once per process. Words stored
+before scrypt came in, under a passphrase hashed once with SHA-256, stay readable through that
+derivation, which only ever decrypts, until `rotate_encryption_key` rewrites them.
 """
 
 from __future__ import annotations
@@ -44,14 +47,24 @@ def _stretch(passphrase: str) -> bytes:
 
 
 @cache
-def _fernets(key: str) -> tuple[Fernet, ...]:
-    """The key's Fernet and, for a passphrase, its former SHA-256 derivation after it, so that
-    one never encrypts."""
-    try:
-        return (Fernet(key.encode()),)
-    except ValueError:  # not a Fernet key: a passphrase
-        former = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
-        return Fernet(_stretch(key)), former
+def _fernets(keys: str) -> tuple[Fernet, ...]:
+    """The keys of `keys` (comma-separated, newest first), then the former SHA-256 derivation of
+    each passphrase among them: last in the list, so it never encrypts."""
+    current, former = [], []
+    for key in keys.split(","):
+        try:
+            current.append(Fernet(key.encode()))
+        except ValueError:  # not a Fernet key: a passphrase
+            current.append(Fernet(_stretch(key)))
+            former.append(Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest())))
+    return (*current, *former)
+
+
+def _unreadable() -> ValueError:
+    return ValueError(
+        "A guarded word cannot be decrypted: ENCRYPTION_KEY does not list the key it was stored "
+        "with."
+    )
 
 
 def encrypt_word(word: str) -> str:
@@ -62,7 +75,18 @@ def decrypt_word(token: str) -> str:
     try:
         return MultiFernet(_fernets(settings.ENCRYPTION_KEY)).decrypt(token.encode()).decode()
     except InvalidToken:
-        raise ValueError(
-            "A guarded word cannot be decrypted: ENCRYPTION_KEY differs from the key it was "
-            "stored with."
-        ) from None
+        raise _unreadable() from None
+
+
+def reencrypt(token: str) -> str:
+    """`token` under the newest key: the same token when it already is, so that a second
+    rotation changes nothing."""
+    fernets = _fernets(settings.ENCRYPTION_KEY)
+    try:
+        fernets[0].decrypt(token.encode())
+    except InvalidToken:
+        try:
+            return MultiFernet(fernets).rotate(token.encode()).decode()
+        except InvalidToken:
+            raise _unreadable() from None
+    return token

@@ -83,9 +83,11 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-secret-key-never-use-in-production"
 
-# Guarded seed words are encrypted at rest with this key (hunt/crypto.py). It is separate from
-# SECRET_KEY so that rotating session signing does not make every hunt unreadable.
-ENCRYPTION_KEY = env_str("ENCRYPTION_KEY")
+# Guarded seed words are encrypted at rest with these keys (hunt/crypto.py): Fernet keys or
+# passphrases, comma-separated, newest first (the first encrypts, any decrypts). They are separate
+# from SECRET_KEY so that rotating session signing does not make every hunt unreadable. The
+# development key's "dev-only-" prefix makes hunt/crypto.py log that it is one.
+ENCRYPTION_KEY = ",".join(env_list("ENCRYPTION_KEY", ""))
 if not ENCRYPTION_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("ENCRYPTION_KEY must be set when DEBUG is off.")

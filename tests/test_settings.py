@@ -91,6 +91,7 @@ def test_database_url_selects_postgresql():
         ({}, "SECRET_KEY must be set when DEBUG is off"),
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
         ({"SECRET_KEY": "x" * 50}, "ENCRYPTION_KEY must be set when DEBUG is off"),
+        ({"SECRET_KEY": "x" * 50, "ENCRYPTION_KEY": " , "}, "ENCRYPTION_KEY must be set"),
         (
             {"DEBUG": "1", "AVATAR_DEVICE": "gpu"},
             "AVATAR_DEVICE='gpu' must be one of auto, cpu, cuda",

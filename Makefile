@@ -5,10 +5,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# DEBUG is off unless set (lostwallet/settings.py). The demo targets turn it on, which gives them
-# development keys, unless the environment sets DEBUG itself; production starts Daphne and Celery
-# itself (README). Tests always load development settings (pytest-django still runs each test with
-# settings.DEBUG off), and so do the Daphne and Celery processes they start, which inherit it.
+# DEBUG is off unless set (lostwallet/settings.py). The demo targets turn it on (development keys,
+# plain HTTP) unless the environment sets DEBUG; production runs daphne and celery directly
+# (README). Tests always load development settings, as do the Daphne and Celery processes they
+# start, which inherit them; pytest-django still runs each test with settings.DEBUG off.
 DEV_ENV := env DEBUG=$(or $(DEBUG),1)
 # The unit suite runs embedded; integration tests get the real Redis as TEST_REDIS_URL.
 TEST_ENV := env DEBUG=1 REDIS_URL= TEST_REDIS_URL=$(or $(TEST_REDIS_URL),$(REDIS_URL)) HF_HUB_OFFLINE=1

@@ -27,7 +27,7 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# scrypt makes each guess at a passphrase from a stolen database cost 32 MiB and about 0.1 s. The
+# scrypt makes each guess at a passphrase from a stolen database cost 32 MiB and 0.1 to 0.5 s. The
 # salt belongs to the application, not to the install: changing it would make every word stored
 # under a passphrase unreadable, and a per-install salt would be one more value operators must
 # keep beside the key and could lose. It still makes tables precomputed for other software

@@ -5,8 +5,13 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# DEBUG is off unless set (lostwallet/settings.py). The demo targets turn it on (development keys,
+# plain HTTP) unless the environment sets DEBUG; production runs daphne and celery directly
+# (README). Tests always load development settings, as do the Daphne and Celery processes they
+# start, which inherit them; pytest-django still runs each test with settings.DEBUG off.
+DEV_ENV := env DEBUG=$(or $(DEBUG),1)
 # The unit suite runs embedded; integration tests get the real Redis as TEST_REDIS_URL.
-TEST_ENV := env REDIS_URL= TEST_REDIS_URL=$(or $(TEST_REDIS_URL),$(REDIS_URL)) HF_HUB_OFFLINE=1
+TEST_ENV := env DEBUG=1 REDIS_URL= TEST_REDIS_URL=$(or $(TEST_REDIS_URL),$(REDIS_URL)) HF_HUB_OFFLINE=1
 
 .PHONY: install demo serve test test-fast lint format bench worker
 
@@ -23,17 +28,17 @@ $(STAMP): requirements.txt
 	touch $@
 
 demo: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py import_hunt demo/lost-wallet.json
-	$(PY) manage.py prepare_model
-	$(PY) manage.py demo_accounts --host $(HOST) --port $(PORT)
+	$(DEV_ENV) $(PY) manage.py migrate --noinput
+	$(DEV_ENV) $(PY) manage.py import_hunt demo/lost-wallet.json
+	$(DEV_ENV) $(PY) manage.py prepare_model
+	$(DEV_ENV) $(PY) manage.py demo_accounts --host $(HOST) --port $(PORT)
 	$(MAKE) serve
 
 serve:
-	HF_HUB_OFFLINE=1 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) lostwallet.asgi:application
+	$(DEV_ENV) HF_HUB_OFFLINE=1 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) lostwallet.asgi:application
 
 worker:
-	HF_HUB_OFFLINE=1 $(VENV)/bin/celery -A lostwallet worker -Q generation --pool threads --concurrency 16 --loglevel INFO
+	$(DEV_ENV) HF_HUB_OFFLINE=1 $(VENV)/bin/celery -A lostwallet worker -Q generation --pool threads --concurrency 16 --loglevel INFO
 
 test: install lint
 	$(TEST_ENV) $(PY) -m pytest
@@ -51,4 +56,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install
-	HF_HUB_OFFLINE=1 $(PY) manage.py bench_engine --json var/bench_engine.json
+	$(DEV_ENV) HF_HUB_OFFLINE=1 $(PY) manage.py bench_engine --json var/bench_engine.json

@@ -1,13 +1,16 @@
 """Settings for Lost Wallet, read from the environment.
 
 Defaults make `clone -> make demo` work on one machine: SQLite under var/, the in-memory channel
-layer, generation jobs in-process and the packaged default model. Production sets DATABASE_URL,
-REDIS_URL, SECRET_KEY and ENCRYPTION_KEY (see README's configuration table).
+layer, generation jobs in-process and the packaged default model. DEBUG is off unless turned on
+(`make demo` and `make test` set DEBUG=1), so a production host that forgets a secret refuses to
+start instead of running with a public one. Production sets DATABASE_URL, REDIS_URL, SECRET_KEY
+and ENCRYPTION_KEY (see README's configuration table and docs/security.md).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -52,6 +55,19 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_header(name: str) -> tuple[str, str] | None:
+    """An HTTP header name (e.g. X-Forwarded-Proto) as a SECURE_PROXY_SSL_HEADER whose value
+    must be "https"; None when unset."""
+    header = env_str(name)
+    if not header:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+        raise ImproperlyConfigured(
+            f"{name}={header!r} is not a header name (e.g. X-Forwarded-Proto)."
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), "https"
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env_str(name, default).lower()
     if value not in choices:
@@ -59,7 +75,7 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
@@ -67,9 +83,11 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-secret-key-never-use-in-production"
 
-# Guarded seed words are encrypted at rest with this key (hunt/crypto.py). It is separate from
-# SECRET_KEY so that rotating session signing does not make every hunt unreadable.
-ENCRYPTION_KEY = env_str("ENCRYPTION_KEY")
+# Guarded seed words are encrypted at rest with these keys (hunt/crypto.py): Fernet keys or
+# passphrases, comma-separated, newest first (the first encrypts, any decrypts). They are separate
+# from SECRET_KEY so that rotating session signing does not make every hunt unreadable. The
+# development key's "dev-only-" prefix makes hunt/crypto.py log that it is one.
+ENCRYPTION_KEY = ",".join(env_list("ENCRYPTION_KEY", ""))
 if not ENCRYPTION_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("ENCRYPTION_KEY must be set when DEBUG is off.")
@@ -243,6 +261,18 @@ STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# HTTPS only when DEBUG is off; `manage.py check --deploy` passes with these defaults. A proxy
+# that terminates TLS names the header through which it tells Django so (SECURE_PROXY_SSL_HEADER,
+# e.g. X-Forwarded-Proto, whose value is then "https"); without it every request would look like
+# plain HTTP and be redirected forever. Set it only when the proxy always overwrites that header:
+# otherwise a client could claim HTTPS itself. HSTS makes browsers refuse plain HTTP for a year,
+# subdomains included; preload lets the domain be submitted to the browsers' built-in list
+# (docs/security.md says when to turn these down).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 
 import pytest
 from django.contrib.auth.hashers import check_password
@@ -294,6 +296,22 @@ def test_export_then_import_round_trips(tmp_path):
     assert {w["position"]: w.get("word") for w in exported["words"]} == {
         w["position"]: w.get("word") for w in original["words"]
     }
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_exported_file_is_readable_by_its_owner_only(tmp_path, existing):
+    hunt = import_hunt_document(demo_doc())
+    path = tmp_path / "export.json"
+    if existing:
+        path.write_text("an older export")
+        path.chmod(0o644)
+    umask = os.umask(0o022)  # the usual umask, which leaves new files world-readable
+    try:
+        call_command("export_hunt", hunt.slug, output=str(path))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == export_hunt_document(hunt)
 
 
 def test_an_exported_file_imports_into_an_empty_database(tmp_path):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import logging
 import re
 import shutil
 import subprocess
 
 import pytest
+from cryptography.fernet import Fernet, InvalidToken
 from django.db import connection
 from django.test import override_settings
 
@@ -51,9 +55,71 @@ def test_a_different_key_cannot_read_the_words(demo_hunt):
     seed = SeedWord.objects.filter(hunt=demo_hunt).exclude(word_encrypted="").first()
     with (
         override_settings(ENCRYPTION_KEY="another-key"),
-        pytest.raises(ValueError, match="ENCRYPTION_KEY differs"),
+        pytest.raises(ValueError, match="ENCRYPTION_KEY does not list"),
     ):
         seed.reveal_word()
+
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def fernet_of(raw_key: bytes) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(raw_key))
+
+
+def test_a_fernet_key_is_used_as_it_is():
+    key = Fernet.generate_key()
+    with override_settings(ENCRYPTION_KEY=key.decode()):
+        token = crypto.encrypt_word("olive")
+    assert Fernet(key).decrypt(token.encode()) == b"olive"
+
+
+def test_a_passphrase_is_stretched_with_scrypt_and_the_fixed_salt():
+    """The derivation is pinned here: another salt or cost would make every word stored under a
+    passphrase unreadable."""
+    stretched = hashlib.scrypt(
+        PASSPHRASE.encode(),
+        salt=b"lostwallet.encryption-key.v1",
+        n=2**15,
+        r=8,
+        p=1,
+        maxmem=2**26,
+        dklen=32,
+    )
+    with override_settings(ENCRYPTION_KEY=PASSPHRASE):
+        token = crypto.encrypt_word("olive").encode()
+    assert fernet_of(stretched).decrypt(token) == b"olive"
+    with pytest.raises(InvalidToken):
+        fernet_of(hashlib.sha256(PASSPHRASE.encode()).digest()).decrypt(token)
+
+
+def test_words_stored_under_the_former_sha256_derivation_stay_readable():
+    legacy = fernet_of(hashlib.sha256(PASSPHRASE.encode()).digest()).encrypt(b"olive").decode()
+    with override_settings(ENCRYPTION_KEY=PASSPHRASE):
+        assert crypto.decrypt_word(legacy) == "olive"
+
+
+def test_a_passphrase_is_stretched_once_per_process(monkeypatch):
+    calls = []
+    scrypt = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **kw: calls.append(a) or scrypt(*a, **kw))
+    with override_settings(ENCRYPTION_KEY="a passphrase of this test only"):
+        for word in ["olive", "cabin", "ozone"]:
+            assert crypto.decrypt_word(crypto.encrypt_word(word)) == word
+    assert len(calls) == 1
+
+
+def test_a_dev_only_key_says_so_once(caplog):
+    with (
+        override_settings(ENCRYPTION_KEY="dev-only-key-of-this-test"),
+        caplog.at_level(logging.WARNING, logger="hunt.crypto"),
+    ):
+        crypto.encrypt_word("olive")
+        crypto.encrypt_word("cabin")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hunt.crypto"]
+    assert len(warnings) == 1
+    assert "dev-only" in warnings[0]
+    assert "ENCRYPTION_KEY" in warnings[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -21,7 +22,11 @@ class Command(BaseCommand):
             raise CommandError(f"No hunt with slug {slug!r}.")
         text = json.dumps(export_hunt_document(hunt), indent=2, ensure_ascii=False) + "\n"
         if output:
-            with open(output, "w", encoding="utf-8") as fh:
+            # Owner-only from its creation on: the file holds the guarded words in clear. An
+            # older file is emptied first, then restricted, before any word is written.
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o600)
                 fh.write(text)
             self.stderr.write(f"Wrote {output}. It contains the guarded words: keep it private.")
         else:

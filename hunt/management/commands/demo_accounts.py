@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from hunt.models import Player
 
@@ -21,6 +22,12 @@ class Command(BaseCommand):
         parser.add_argument("--port", default="8000")
 
     def handle(self, *args, host: str, port: str, **options):
+        if not settings.DEBUG:
+            # Anyone who has read the README could sign in as a superuser.
+            raise CommandError(
+                "demo_accounts creates a superuser with published passwords: it runs only with "
+                "DEBUG=1 (as `make demo` does), never on a production server."
+            )
         User = get_user_model()
         for username, password, superuser, display in ACCOUNTS:
             user, _ = User.objects.get_or_create(username=username)

@@ -14,16 +14,16 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from hunt.models import Hunt, Player
-from lostwallet import ratelimit
+from lostwallet import addresses, ratelimit
 
 # Login, token and sign-up attempts: 10 a minute per username and per address (contract §4).
 ATTEMPTS_PER_MINUTE = 10
 
 
-def client_address(request) -> str:
-    """The caller's address. Behind a reverse proxy, run Daphne with --proxy-headers so that
-    REMOTE_ADDR is the client's and not the proxy's (every player would share one bucket)."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+def address_bucket(request) -> str:
+    """What per-address limits count under: the client's address (lostwallet.asgi puts it in
+    REMOTE_ADDR, read past TRUSTED_PROXIES), an IPv6 one by its /64."""
+    return addresses.bucket(request.META.get("REMOTE_ADDR"))
 
 
 def attempt_wait(request, username: str | None = None, action: str = "login") -> float | None:
@@ -32,7 +32,7 @@ def attempt_wait(request, username: str | None = None, action: str = "login") ->
     Counted per address and, when a username is given, per username too, so that one address
     cannot spray many accounts and many addresses cannot hammer one account.
     """
-    keys = [f"{action}:addr:{client_address(request)}"]
+    keys = [f"{action}:addr:{address_bucket(request)}"]
     if username:
         keys.append(f"{action}:user:{username.strip().casefold()}")
     for key in keys:

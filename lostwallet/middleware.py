@@ -1,4 +1,5 @@
-"""ASGI middleware shared by the WebSocket routes."""
+"""ASGI middleware: the client's address for every connection; origin and bearer checks for the
+WebSocket routes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
+
+from lostwallet.addresses import client_address
 
 
 class BrowserOriginValidator:
@@ -63,3 +66,25 @@ def _authenticate(raw: str):
 
 # Not thread-sensitive: handshakes need not queue behind each other in one shared thread.
 _user_for_token = database_sync_to_async(_authenticate, thread_sensitive=False)
+
+
+class ClientAddressMiddleware:
+    """Puts the client's address (lostwallet.addresses.client_address) in scope["client"] of
+    HTTP and WebSocket connections, so Django's REMOTE_ADDR and the consumers see the player and
+    not the reverse proxy. The client's own port is unknown behind a proxy: it becomes 0.
+    """
+
+    def __init__(self, application):
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        peer = scope.get("client")
+        if scope["type"] in ("http", "websocket") and peer:
+            # Repeated headers are one list, in order (RFC 9110 §5.3).
+            forwarded = b",".join(
+                value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"
+            )
+            address = client_address(peer[0], forwarded.decode("latin1"))
+            if address != peer[0]:
+                scope = {**scope, "client": (address, 0)}
+        return await self.application(scope, receive, send)

@@ -7,6 +7,7 @@ REDIS_URL, SECRET_KEY and ENCRYPTION_KEY (see README's configuration table).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -52,6 +53,17 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_networks(name: str) -> list[str]:
+    """A comma-separated list of IP addresses or CIDR networks, each checked."""
+    entries = env_list(name, "")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {entry!r} is not an address or network.") from None
+    return entries
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env_str(name, default).lower()
     if value not in choices:
@@ -77,6 +89,9 @@ if not ENCRYPTION_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Reverse proxies whose X-Forwarded-For is believed (lostwallet/addresses.py); empty: the TCP
+# peer is the client. Run Daphne without --proxy-headers when this is set.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,13 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from hunt.claims import ClaimRefused, do_claim
-from hunt.forms import SignUpForm, attempt_wait, registration_is_open
+from hunt.forms import (
+    SignUpForm,
+    attempt_wait,
+    record_failed_sign_in,
+    registration_is_open,
+    sign_in_wait,
+)
 from hunt.leaderboard import hunt_id_for_slug, leaderboard_json
 from hunt.models import ApiToken, Discovery, Hunt, Player
 from lostwallet import ratelimit
@@ -302,7 +308,7 @@ def register(request, payload: RegisterIn):
         raise ApiError(
             403, ErrorCode.REGISTRATION_CLOSED, "No hunt takes new players at the moment."
         )
-    wait = attempt_wait(request, action="register")
+    wait = attempt_wait(request, "register")
     if wait is not None:
         raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     form = SignUpForm(data=payload.dict())
@@ -319,11 +325,12 @@ def register(request, payload: RegisterIn):
     summary="Exchange a username and password for a bearer token",
 )
 def token(request, payload: CredentialsIn):
-    wait = attempt_wait(request, payload.username)
+    wait = sign_in_wait(request, payload.username)
     if wait is not None:
         raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
+        record_failed_sign_in(request, payload.username)
         raise ApiError(401, ErrorCode.BAD_CREDENTIALS)
     return {"token": ApiToken.issue(user)}
 

@@ -47,7 +47,7 @@ def signup(request):
         next_url = ""
     form = WebSignUpForm(request.POST or None)
     if request.method == "POST":
-        wait = attempt_wait(request, action="register")
+        wait = attempt_wait(request, "register")
         if wait is not None:
             form.add_error(None, too_many_attempts(wait))
         elif form.is_valid() and (user := form.save()) is not None:

@@ -136,6 +136,15 @@ class TokenOut(Schema):
     token: str
 
 
+class TokenInfoOut(Schema):
+    """A token as its owner sees it in a list: never the token itself, nor its digest."""
+
+    id: int
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
+
+
 class HuntOut(Schema):
     slug: str
     title: str
@@ -333,6 +342,30 @@ def token(request, payload: CredentialsIn):
         record_failed_sign_in(request, payload.username)
         raise ApiError(401, ErrorCode.BAD_CREDENTIALS)
     return {"token": ApiToken.issue(user)}
+
+
+@api.get(
+    "/auth/tokens",
+    response={200: list[TokenInfoOut], **errors(401)},
+    auth=PLAYER_AUTH,
+    tags=["auth"],
+    summary="List the caller's unexpired tokens",
+)
+def list_tokens(request):
+    return request.auth.api_tokens.live()
+
+
+@api.delete(
+    "/auth/tokens/{token_id}",
+    response={204: None, **errors(401, 403, 404)},
+    auth=PLAYER_AUTH,
+    tags=["auth"],
+    summary="Revoke one of the caller's tokens",
+)
+def revoke_token(request, token_id: int):
+    if not ApiToken.revoke(request.auth, token_id):
+        raise Http404
+    return Status(204, None)
 
 
 @api.get("/hunts", response=list[HuntOut], tags=["hunts"])

@@ -235,6 +235,8 @@ GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 180, minimum=1)
 # `registration_open` must exist too (hunt/forms.py registration_is_open).
 REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
 LEADERBOARD_ROWS = env_int("LEADERBOARD_ROWS", 100, minimum=1)
+# Days a bearer token from /api/v1/auth/token or /auth/register works (hunt.models.ApiToken).
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -58,6 +58,8 @@ def test_database_url_selects_postgresql():
         ({"AVATAR_DEVICE": "gpu"}, "AVATAR_DEVICE='gpu' must be one of auto, cpu, cuda"),
         ({"AVATAR_PROMPT_BUDGET": "lots"}, "AVATAR_PROMPT_BUDGET='lots' is not an integer"),
         ({"AVATAR_PROMPT_BUDGET": "16"}, "AVATAR_PROMPT_BUDGET=16 must be at least 128"),
+        ({"TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, "TRUSTED_PROXIES: 'proxy' is not an address"),
+        ({"API_TOKEN_TTL_DAYS": "0"}, "API_TOKEN_TTL_DAYS=0 must be at least 1"),
     ],
 )
 def test_bad_values_fail_loudly(env, message):

@@ -14,8 +14,9 @@ from functools import cache
 from django.conf import settings
 
 # KEYS[1]: the bucket; ARGV: emission interval (s), burst, "1" to count an allowed event or "0"
-# only to look. Returns nil when allowed, else the seconds to wait. Redis' own clock keeps all callers on one time base. "ahead" is how far the
-# theoretical arrival time runs ahead of now (see hit() for why not a sum).
+# only to look. Returns nil when allowed, else the seconds to wait. Redis' own clock keeps all
+# callers on one time base. "ahead" is how far the theoretical arrival time runs ahead of now
+# (see _gcra() for why not a sum).
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from avatars import chat, turns
+from hunt.accounts import AccountSocket
 from lostwallet.wire import (
     GENERATION_FAILED_DETAIL,
     CloseCode,
@@ -72,7 +73,7 @@ class FloodMeter:
         return self._count(self.refusals, MAX_REFUSALS)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
     session: chat.ChatSession | None = None
     closing = False
 
@@ -92,6 +93,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # this consumer's queue and is relayed after `hello`; one whose turn `hello` already
         # shows as finished is dropped (see `_settled`), so nothing is lost and nothing doubled.
         await self.channel_layer.group_add(session.group, self.channel_name)
+        await self.join_account_group()
         hello = await _db(chat.hello_frame)(session.conversation_id)
         self._settled = {
             item["id"]
@@ -110,6 +112,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for watcher in self.watchers.values():
             watcher.cancel()
         await self.channel_layer.group_discard(self.session.group, self.channel_name)
+        await self.leave_account_group()
 
     # Client frames -------------------------------------------------------------------------
 

@@ -312,9 +312,9 @@ class ClaimAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["user", "created_at", "last_used_at"]
+    list_display = ["user", "created_at", "last_used_at", "expires_at"]
     search_fields = ["user__username"]
-    readonly_fields = ["user", "digest", "created_at", "last_used_at"]
+    readonly_fields = ["user", "digest", "created_at", "last_used_at", "expires_at"]
 
     def has_add_permission(self, request):
         return False

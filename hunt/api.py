@@ -21,7 +21,14 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from hunt.claims import ClaimRefused, do_claim
-from hunt.forms import SignUpForm, attempt_wait, client_address, registration_is_open
+from hunt.forms import (
+    SignUpForm,
+    address_bucket,
+    attempt_wait,
+    record_failed_sign_in,
+    registration_is_open,
+    sign_in_wait,
+)
 from hunt.leaderboard import hunt_id_for_slug, leaderboard_json
 from hunt.models import ApiToken, Discovery, Hunt, Player
 from lostwallet import ratelimit
@@ -128,6 +135,15 @@ class RegisteredOut(Schema):
 
 class TokenOut(Schema):
     token: str
+
+
+class TokenInfoOut(Schema):
+    """A token as its owner sees it in a list: never the token itself, nor its digest."""
+
+    id: int
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
 
 
 class HuntOut(Schema):
@@ -302,7 +318,7 @@ def register(request, payload: RegisterIn):
         raise ApiError(
             403, ErrorCode.REGISTRATION_CLOSED, "No hunt takes new players at the moment."
         )
-    wait = attempt_wait(request, action="register")
+    wait = attempt_wait(request, "register")
     if wait is not None:
         raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     form = SignUpForm(data=payload.dict())
@@ -319,13 +335,38 @@ def register(request, payload: RegisterIn):
     summary="Exchange a username and password for a bearer token",
 )
 def token(request, payload: CredentialsIn):
-    wait = attempt_wait(request, payload.username)
+    wait = sign_in_wait(request, payload.username)
     if wait is not None:
         raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many attempts.", wait)
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
+        record_failed_sign_in(request, payload.username)
         raise ApiError(401, ErrorCode.BAD_CREDENTIALS)
     return {"token": ApiToken.issue(user)}
+
+
+@api.get(
+    "/auth/tokens",
+    response={200: list[TokenInfoOut], **errors(401)},
+    auth=PLAYER_AUTH,
+    tags=["auth"],
+    summary="List the caller's unexpired tokens",
+)
+def list_tokens(request):
+    return request.auth.api_tokens.live()
+
+
+@api.delete(
+    "/auth/tokens/{token_id}",
+    response={204: None, **errors(401, 403, 404)},
+    auth=PLAYER_AUTH,
+    tags=["auth"],
+    summary="Revoke one of the caller's tokens",
+)
+def revoke_token(request, token_id: int):
+    if not ApiToken.revoke(request.auth, token_id):
+        raise Http404
+    return Status(204, None)
 
 
 @api.get("/hunts", response=list[HuntOut], tags=["hunts"])
@@ -451,7 +492,7 @@ def hunt_progress(request, slug: str):
 def hunt_claim(request, slug: str, payload: ClaimIn):
     hunt = _hunt(slug)
     try:
-        result = do_claim(hunt, player_of(request), payload.words, client_address(request))
+        result = do_claim(hunt, player_of(request), payload.words, address_bucket(request))
     except ClaimRefused as refused:
         raise ApiError(refused.status, refused.code, refused.detail, refused.retry_after) from None
     return {"result": result}

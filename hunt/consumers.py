@@ -14,6 +14,7 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from hunt.accounts import AccountSocket
 from hunt.leaderboard import group_name, leaderboard_frame, register_socket_loop
 from hunt.models import Hunt
 from lostwallet.wire import CloseCode
@@ -31,7 +32,7 @@ def _frame(hunt_id: int) -> str:
     return leaderboard_frame(hunt_id)
 
 
-class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
+class LeaderboardConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
     hunt: Hunt | None = None
     group: str = ""
     _last_sent = float("-inf")
@@ -49,6 +50,7 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
         register_socket_loop(asyncio.get_running_loop())
         self.group = group_name(self.hunt.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_account_group()
         await self.accept()
         await self._send_board()
 
@@ -59,6 +61,7 @@ class LeaderboardConsumer(AsyncJsonWebsocketConsumer):
                 await self._flush
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_account_group()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """A read-only socket: a ping is answered, anything else (even non-JSON) ignored."""

@@ -8,38 +8,65 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from hunt.models import Hunt, Player
-from lostwallet import ratelimit
+from lostwallet import addresses, ratelimit
 
-# Login, token and sign-up attempts: 10 a minute per username and per address (contract §4).
+# Login, token and sign-up attempts: 10 a minute per address (contract §4); failed passwords,
+# 10 a minute per username, from everywhere (sign_in_wait).
 ATTEMPTS_PER_MINUTE = 10
+# How long an address stays marked as having failed a username's password.
+FAILED_SIGN_IN_MEMORY = 15 * 60
 
 
-def client_address(request) -> str:
-    """The caller's address. Behind a reverse proxy, run Daphne with --proxy-headers so that
-    REMOTE_ADDR is the client's and not the proxy's (every player would share one bucket)."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+def address_bucket(request) -> str:
+    """What per-address limits count under: the client's address (lostwallet.asgi puts it in
+    REMOTE_ADDR, read past TRUSTED_PROXIES), an IPv6 one by its /64."""
+    return addresses.bucket(request.META.get("REMOTE_ADDR"))
 
 
-def attempt_wait(request, username: str | None = None, action: str = "login") -> float | None:
-    """Counts one login/sign-up attempt; seconds to wait when over the limit, else None.
+def attempt_wait(request, action: str) -> float | None:
+    """Counts one sign-in or sign-up attempt of this address; seconds to wait when over the
+    limit, else None."""
+    return ratelimit.hit(
+        f"{action}:addr:{address_bucket(request)}", ATTEMPTS_PER_MINUTE, ATTEMPTS_PER_MINUTE
+    )
 
-    Counted per address and, when a username is given, per username too, so that one address
-    cannot spray many accounts and many addresses cannot hammer one account.
+
+def _failed_key(request, username: str) -> str:
+    return f"login:failed:{username.strip().casefold()}:{address_bucket(request)}"
+
+
+def _username_key(username: str) -> str:
+    return f"login:user:{username.strip().casefold()}"
+
+
+def sign_in_wait(request, username: str) -> float | None:
+    """Counts one sign-in attempt (page or token) before the password is checked; seconds to
+    wait when it is refused, else None.
+
+    Each address has its own budget (attempt_wait). Failed passwords of a username also count
+    from everywhere (record_failed_sign_in); once they run over the limit, every address that
+    has itself failed for that username waits its turn. An address that has not failed is
+    still judged by its password: a rival's guesses must never lock the owner out, which a
+    plain per-username limit did (ten wrong passwords from anywhere refused the right one).
     """
-    keys = [f"{action}:addr:{client_address(request)}"]
+    wait = attempt_wait(request, "login")
+    if wait is None and username and cache.get(_failed_key(request, username)):
+        wait = ratelimit.peek(_username_key(username), ATTEMPTS_PER_MINUTE, ATTEMPTS_PER_MINUTE)
+    return wait
+
+
+def record_failed_sign_in(request, username: str) -> None:
+    """Marks this address as having failed `username` and counts the failure for the name."""
     if username:
-        keys.append(f"{action}:user:{username.strip().casefold()}")
-    for key in keys:
-        wait = ratelimit.hit(key, ATTEMPTS_PER_MINUTE, ATTEMPTS_PER_MINUTE)
-        if wait is not None:
-            return wait
-    return None
+        cache.set(_failed_key(request, username), True, FAILED_SIGN_IN_MEMORY)
+        ratelimit.hit(_username_key(username), ATTEMPTS_PER_MINUTE, ATTEMPTS_PER_MINUTE)
 
 
 def too_many_attempts(wait: float) -> str:
@@ -137,13 +164,18 @@ class WebSignUpForm(SignUpForm):
 
 
 class SignInForm(AuthenticationForm):
-    """Django's login form with the attempt limit checked before the password."""
+    """Django's login form with the attempt limits (sign_in_wait) checked before the password."""
 
     def clean(self) -> dict:
-        wait = attempt_wait(self.request, self.data.get("username", ""))
+        username = self.data.get("username", "")
+        wait = sign_in_wait(self.request, username)
         if wait is not None:
             raise forms.ValidationError(too_many_attempts(wait), code="rate_limited")
-        return super().clean()
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            record_failed_sign_in(self.request, username)
+            raise
 
 
 def registration_is_open() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -312,8 +313,19 @@ class Claim(models.Model):
         return f"{self.player} {self.result} on {self.hunt}"
 
 
+class ApiTokenQuerySet(models.QuerySet):
+    def live(self):
+        """The tokens that have not expired."""
+        return self.filter(expires_at__gt=timezone.now())
+
+
 class ApiToken(models.Model):
-    """Bearer tokens for AR clients and scripts, stored as SHA-256 digests only."""
+    """Bearer tokens for AR clients and scripts, stored as SHA-256 digests only.
+
+    A token lives API_TOKEN_TTL_DAYS days; its owner lists and revokes tokens (`GET`/`DELETE
+    /api/v1/auth/tokens`, /account/tokens/), and a password change revokes them all
+    (hunt/accounts.py): a token must not outlive the password that was given for it.
+    """
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -321,6 +333,9 @@ class ApiToken(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    objects = ApiTokenQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -336,16 +351,27 @@ class ApiToken(models.Model):
     def issue(cls, user) -> str:
         """Creates a token and returns its raw value, shown to the client once."""
         raw = secrets.token_urlsafe(32)
-        cls.objects.create(user=user, digest=cls._digest(raw))
+        now = timezone.now()
+        # Housekeeping: expired tokens authenticate nobody, so they need not be kept.
+        cls.objects.filter(user=user, expires_at__lte=now).delete()
+        expires_at = now + timedelta(days=settings.API_TOKEN_TTL_DAYS)
+        cls.objects.create(user=user, digest=cls._digest(raw), expires_at=expires_at)
         return raw
 
     @classmethod
+    def revoke(cls, user, token_id: int) -> bool:
+        """Deletes one of `user`'s tokens; False when `user` has no token `token_id`."""
+        deleted, _ = cls.objects.filter(user=user, pk=token_id).delete()
+        return deleted > 0
+
+    @classmethod
     def authenticate(cls, raw: str):
-        """The active user owning this raw token, or None."""
+        """The active user owning this raw, unexpired token, or None."""
         if not raw:
             return None
         token = (
-            cls.objects.select_related("user")
+            cls.objects.live()
+            .select_related("user")
             .filter(digest=cls._digest(raw), user__is_active=True)
             .first()
         )

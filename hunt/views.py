@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -16,13 +17,13 @@ from hunt.forms import (
     ClaimForm,
     SignInForm,
     WebSignUpForm,
+    address_bucket,
     attempt_wait,
-    client_address,
     registration_is_open,
     too_many_attempts,
 )
 from hunt.leaderboard import leaderboard
-from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, Player
+from hunt.models import PHRASE_LENGTH, ApiToken, Clue, Discovery, Hunt, Player
 from lostwallet.wire import ErrorCode
 
 
@@ -49,7 +50,7 @@ def signup(request):
         next_url = ""
     form = WebSignUpForm(request.POST or None)
     if request.method == "POST":
-        wait = attempt_wait(request, action="register")
+        wait = attempt_wait(request, "register")
         if wait is not None:
             form.add_error(None, too_many_attempts(wait))
         elif form.is_valid() and (user := form.save()) is not None:
@@ -57,6 +58,19 @@ def signup(request):
             messages.success(request, _("Welcome! Your account is ready."))
             return redirect(next_url or "home")
     return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+@login_required
+def account_tokens(request):
+    """The player's API tokens (AR clients, scripts), each with a button that revokes it."""
+    if request.method == "POST":
+        token_id = request.POST.get("revoke", "")
+        if not token_id.isdigit() or not ApiToken.revoke(request.user, int(token_id)):
+            raise Http404
+        messages.success(request, _("The token is revoked: clients using it must sign in again."))
+        return redirect("account-tokens")
+    tokens = request.user.api_tokens.live()
+    return render(request, "hunt/account_tokens.html", {"tokens": tokens})
 
 
 def _player(request) -> Player | None:
@@ -202,7 +216,7 @@ def hunt_claim(request, slug: str):
     form = ClaimForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            result = do_claim(hunt, player, form.words(), client_address(request))
+            result = do_claim(hunt, player, form.words(), address_bucket(request))
         except ClaimRefused as refused:
             form.add_error(None, _refusal_text(refused))
         else:

@@ -18,14 +18,20 @@ from hunt.routing import websocket_urlpatterns as hunt_routes  # noqa: E402
 from lostwallet.middleware import (  # noqa: E402
     BearerTokenAuthMiddleware,
     BrowserOriginValidator,
+    ClientAddressMiddleware,
 )
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Session cookie first (browsers), then a bearer token, when present, overrides it.
-        "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(BearerTokenAuthMiddleware(URLRouter(avatar_routes + hunt_routes)))
-        ),
-    }
+# The client's address first: Django (REMOTE_ADDR) and the consumers read it from the scope.
+application = ClientAddressMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Session cookie first (browsers), then a bearer token, when present, overrides it.
+            "websocket": BrowserOriginValidator(
+                AuthMiddlewareStack(
+                    BearerTokenAuthMiddleware(URLRouter(avatar_routes + hunt_routes))
+                )
+            ),
+        }
+    )
 )

@@ -13,9 +13,10 @@ from functools import cache
 
 from django.conf import settings
 
-# KEYS[1]: the bucket; ARGV: emission interval (s), burst. Returns nil when allowed, else the
-# seconds to wait. Redis' own clock keeps all callers on one time base. "ahead" is how far the
-# theoretical arrival time runs ahead of now (see hit() for why not a sum).
+# KEYS[1]: the bucket; ARGV: emission interval (s), burst, "1" to count an allowed event or "0"
+# only to look. Returns nil when allowed, else the seconds to wait. Redis' own clock keeps all
+# callers on one time base. "ahead" is how far the theoretical arrival time runs ahead of now
+# (see _gcra() for why not a sum).
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -25,6 +26,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local ahead = tat - now
 if ahead > (burst - 1) * interval then return tostring(ahead - (burst - 1) * interval) end
+if ARGV[3] == '0' then return nil end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((ahead + interval) * 1000))
 return nil
 """
@@ -46,10 +48,19 @@ def hit(key: str, rate: int, burst: int = 1, per_seconds: float = 60.0) -> float
 
     A refused event is not counted, so a client that waits `retry_after` gets through.
     """
-    interval = per_seconds / max(rate, 1)
+    return _gcra(key, per_seconds / max(rate, 1), burst, count=True)
+
+
+def peek(key: str, rate: int, burst: int = 1, per_seconds: float = 60.0) -> float | None:
+    """What `hit` would answer now, without counting anything."""
+    return _gcra(key, per_seconds / max(rate, 1), burst, count=False)
+
+
+def _gcra(key: str, interval: float, burst: int, count: bool) -> float | None:
     burst = max(burst, 1)
     if settings.REDIS_URL:
-        wait = _redis_script(settings.REDIS_URL)(keys=[f"ratelimit:{key}"], args=[interval, burst])
+        script = _redis_script(settings.REDIS_URL)
+        wait = script(keys=[f"ratelimit:{key}"], args=[interval, burst, int(count)])
         return None if wait is None else float(wait)
     with _local_lock:
         now = time.monotonic()
@@ -59,7 +70,8 @@ def hit(key: str, rate: int, burst: int = 1, per_seconds: float = 60.0) -> float
         ahead = tat - now
         if ahead > (burst - 1) * interval:
             return ahead - (burst - 1) * interval
-        _local_tat[key] = tat + interval
+        if count:
+            _local_tat[key] = tat + interval
         return None
 
 

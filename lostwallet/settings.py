@@ -9,6 +9,7 @@ and ENCRYPTION_KEY (see README's configuration table and docs/security.md).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -68,6 +69,17 @@ def env_header(name: str) -> tuple[str, str] | None:
     return "HTTP_" + header.upper().replace("-", "_"), "https"
 
 
+def env_networks(name: str) -> list[str]:
+    """A comma-separated list of IP addresses or CIDR networks, each checked."""
+    entries = env_list(name, "")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {entry!r} is not an address or network.") from None
+    return entries
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env_str(name, default).lower()
     if value not in choices:
@@ -95,6 +107,9 @@ if not ENCRYPTION_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Reverse proxies whose X-Forwarded-For is believed (lostwallet/addresses.py); empty: the TCP
+# peer is the client. Run Daphne without --proxy-headers when this is set.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -238,6 +253,8 @@ GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 180, minimum=1)
 # `registration_open` must exist too (hunt/forms.py registration_is_open).
 REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
 LEADERBOARD_ROWS = env_int("LEADERBOARD_ROWS", 100, minimum=1)
+# Days a bearer token from /api/v1/auth/token or /auth/register works (hunt.models.ApiToken).
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

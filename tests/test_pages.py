@@ -114,6 +114,17 @@ def test_sign_in_attempts_are_rate_limited(client, make_user):
     assert not response.context["user"].is_authenticated
 
 
+def test_a_rivals_failed_sign_ins_do_not_keep_the_owner_out(client, make_user):
+    make_user("bob", password=STRONG)
+    for i in range(20):
+        guess = {"username": "bob", "password": "guess"}
+        client.post("/accounts/login/", guess, REMOTE_ADDR=f"10.0.0.{i}")
+    response = client.post(
+        "/accounts/login/", {"username": "bob", "password": STRONG}, REMOTE_ADDR="10.0.1.1"
+    )
+    assert response.status_code == 302
+
+
 # Dashboard --------------------------------------------------------------------------------
 
 

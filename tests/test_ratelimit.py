@@ -80,3 +80,21 @@ def test_redis_counts_atomically_across_clients():
             t.join()
     assert sum(r is None for r in results) == 4
     assert all(0 < r <= 30.0 for r in results if r is not None)
+
+
+def test_peek_answers_like_hit_without_counting():
+    key = f"t:{uuid.uuid4()}"
+    assert [ratelimit.peek(key, 10, burst=2) for _ in range(5)] == [None] * 5
+    assert ratelimit.hit(key, 10, burst=2) is None and ratelimit.hit(key, 10, burst=2) is None
+    assert ratelimit.peek(key, 10, burst=2) is not None
+    assert ratelimit.peek(key, 10, burst=2) == pytest.approx(ratelimit.hit(key, 10, 2), abs=0.1)
+
+
+@pytest.mark.integration
+def test_redis_peeks_without_counting():
+    url = require_redis()
+    key = f"t:{uuid.uuid4()}"
+    with override_settings(REDIS_URL=url):
+        assert [ratelimit.peek(key, 1, burst=1) for _ in range(3)] == [None] * 3
+        assert ratelimit.hit(key, 1, burst=1) is None
+        assert ratelimit.peek(key, 1, burst=1) is not None

@@ -104,6 +104,11 @@ def test_database_url_selects_postgresql():
             {"DEBUG": "1", "AVATAR_PROMPT_BUDGET": "16"},
             "AVATAR_PROMPT_BUDGET=16 must be at least 128",
         ),
+        (
+            {"DEBUG": "1", "TRUSTED_PROXIES": "10.0.0.0/8,proxy"},
+            "TRUSTED_PROXIES: 'proxy' is not an address",
+        ),
+        ({"DEBUG": "1", "API_TOKEN_TTL_DAYS": "0"}, "API_TOKEN_TTL_DAYS=0 must be at least 1"),
     ],
 )
 def test_bad_values_fail_loudly(env, message):

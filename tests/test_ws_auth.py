@@ -82,10 +82,55 @@ async def test_a_browser_handshake_from_a_foreign_origin_is_refused(player_user,
 
 
 async def test_a_browser_handshake_from_the_site_is_accepted(player_user, chat_avatar):
-    headers = await session_headers(player_user) + [(b"origin", b"http://localhost:8000")]
+    headers = await session_headers(player_user) + [(b"origin", b"https://localhost")]
     ws, close = await open_chat(chat_avatar.slug, headers=headers)
     assert close is None
     await ws.disconnect()
+
+
+async def origin_answer(user, avatar, origin: bytes, host: bytes = b"localhost"):
+    headers = await session_headers(user) + [(b"origin", origin), (b"host", host)]
+    ws, close = await open_chat(avatar.slug, headers=headers)
+    if close is None:
+        await ws.disconnect()
+    return close
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"https://localhost:8443", b"http://localhost", b"https://localhost.evil.example", b"null"],
+)
+async def test_the_right_host_with_another_port_or_scheme_is_refused(
+    player_user, chat_avatar, origin
+):
+    assert await origin_answer(player_user, chat_avatar, origin) == "refused"
+
+
+async def test_a_wildcard_allowed_host_does_not_open_the_sockets_to_every_site(
+    player_user, chat_avatar, settings
+):
+    settings.ALLOWED_HOSTS = ["*"]
+    assert await origin_answer(player_user, chat_avatar, b"https://evil.example") == "refused"
+    answer = await origin_answer(player_user, chat_avatar, b"https://evil.example", b"evil.example")
+    assert answer == "refused"
+
+
+async def test_in_debug_the_site_may_be_plain_http_on_the_port_it_is_served_on(
+    player_user, chat_avatar, settings
+):
+    settings.DEBUG = True
+    site = b"localhost:8000"
+    assert await origin_answer(player_user, chat_avatar, b"http://" + site, site) is None
+    assert await origin_answer(player_user, chat_avatar, b"http://localhost:9000", site) == (
+        "refused"
+    )
+
+
+async def test_a_csrf_trusted_origin_is_accepted_with_its_port(player_user, chat_avatar, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://hunt.example.org:8443"]
+    origin = b"https://hunt.example.org:8443"
+    assert await origin_answer(player_user, chat_avatar, origin) is None
+    assert await origin_answer(player_user, chat_avatar, b"https://hunt.example.org") == "refused"
 
 
 async def test_it_opens_an_unpublished_avatar_to_staff(make_user, chat_avatar):

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('hunt', '0002_issue6_leaderboard_index'),
+        ('hunt', '0004_apitoken_expires_at_required'),
     ]
 
     operations = [

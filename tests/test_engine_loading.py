@@ -139,3 +139,17 @@ def test_the_web_tier_serves_without_importing_torch():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_web_tier_counts_a_players_tokens_without_importing_torch():
+    """Every say is counted in tokens (CHAT_MAX_TOKENS) by Daphne itself."""
+    code = (
+        "import sys, django; django.setup(); import lostwallet.asgi; "
+        "from avatars.engine import prompts; assert prompts.message_tokens('Hello, Marta!') > 2; "
+        "print(sorted({'torch', 'transformers', 'numpy'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "lostwallet.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from avatars import chat, turns
+from lostwallet import connections
 from lostwallet.wire import (
     GENERATION_FAILED_DETAIL,
     CloseCode,
@@ -39,6 +40,12 @@ MAX_CLIENT_ID = 64
 FLOOD_WINDOW = 10.0
 MAX_FRAMES = 60
 MAX_REFUSALS = 20
+# Details of the say refusals chat.say decides (TOO_LONG's names a setting: see say_refused).
+SAY_REFUSALS = {
+    ErrorCode.BUSY: "A reply is still being written.",
+    ErrorCode.OVERLOADED: "The avatars have too many questions waiting; ask again shortly.",
+    ErrorCode.RATE_LIMITED: "Too many messages; wait a little.",
+}
 
 
 def _db(func):
@@ -46,6 +53,16 @@ def _db(func):
     of the executor (each with its own database connection), so one socket's say does not
     queue behind every other socket's database round trips in a single shared thread."""
     return database_sync_to_async(func, thread_sensitive=False)
+
+
+def say_refused(code: ErrorCode) -> str:
+    """The detail of a say refused by chat.say."""
+    if code == ErrorCode.TOO_LONG:
+        return (
+            f"At most {settings.CHAT_MAX_TOKENS} tokens: the avatar's model reads text in word "
+            "pieces, and some scripts take several per character."
+        )
+    return SAY_REFUSALS[code]
 
 
 class FloodMeter:
@@ -85,6 +102,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code.value)
             return
+        self.places = connections.Places(self.channel_name, connections.socket_limits(self.scope))
+        if not await self.places.take():
+            await self.accept()
+            await self.close(CloseCode.TOO_MANY_SOCKETS.value)
+            return
         self.session = session
         self.flood = FloodMeter()
         self.watchers: dict[int, asyncio.Task] = {}
@@ -110,6 +132,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for watcher in self.watchers.values():
             watcher.cancel()
         await self.channel_layer.group_discard(self.session.group, self.channel_name)
+        await self.places.give_back()
 
     # Client frames -------------------------------------------------------------------------
 
@@ -154,15 +177,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 ErrorCode.TOO_LONG, f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
             )
         outcome = await _db(chat.say)(session, text, client_id)
-        if outcome.refusal == ErrorCode.BUSY:
-            return await self._refuse(ErrorCode.BUSY, "A reply is still being written.", **extra)
-        if outcome.refusal == ErrorCode.RATE_LIMITED:
-            return await self._refuse(
-                ErrorCode.RATE_LIMITED,
-                "Too many messages; wait a little.",
-                retry_after=outcome.retry_after,
-                **extra,
-            )
+        if outcome.refusal is not None:
+            if outcome.retry_after is not None:
+                extra["retry_after"] = outcome.retry_after
+            return await self._refuse(outcome.refusal, say_refused(outcome.refusal), **extra)
         await self._ack(outcome.message_id, client_id)
         if outcome.created:
             self._watch(outcome.message_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -15,12 +16,14 @@ from django.utils import timezone
 # Imported here, not at the first say: loading the turn pipeline is seconds of work that
 # must not stall a running server's event loop in the middle of traffic.
 from avatars import tasks
+from avatars.engine.prompts import message_tokens
 from avatars.models import Avatar, Conversation, Feedback, Message
 from hunt.models import Discovery, Hunt, Player
 from lostwallet import ratelimit
 from lostwallet.wire import CloseCode, ErrorCode, iso_ms
 
-IN_FLIGHT = (Message.Status.PENDING, Message.Status.GENERATING)
+# `retry_after` of an `overloaded` refusal: about the time the model takes to clear a few turns.
+OVERLOADED_RETRY_AFTER = 10
 
 
 class ConversationBusy(Exception):
@@ -33,7 +36,7 @@ class SayOutcome:
 
     message_id: int | None = None
     created: bool = False
-    refusal: ErrorCode | None = None  # BUSY or RATE_LIMITED
+    refusal: ErrorCode | None = None  # TOO_LONG, BUSY, OVERLOADED or RATE_LIMITED
     retry_after: int | None = None
     hunt_live: bool = True
 
@@ -114,9 +117,21 @@ def message_frame(message: Message) -> dict:
     return item
 
 
+def history_page(conversation_id: int, limit: int, before: int | None = None) -> tuple[list, bool]:
+    """The newest `limit` messages of a conversation's thread (those before message `before`
+    when given), oldest first as `hello.history` items, and whether older ones exist."""
+    rows = Message.objects.thread(conversation_id)
+    if before is not None:
+        rows = rows.filter(pk__lt=before)
+    # One row more than asked tells whether older ones exist, without a count.
+    page = list(rows.order_by("-id")[: limit + 1])
+    return [message_frame(m) for m in reversed(page[:limit])], len(page) > limit
+
+
 def hello_frame(conversation_id: int) -> dict:
-    """The first frame of a connection: the whole stored thread, this player's words from this
-    avatar, and the turn still being answered.
+    """The first frame of a connection: the newest HELLO_HISTORY_LIMIT messages of the thread
+    (older ones are paged over REST, avatars/api.py), this player's words from this avatar,
+    and the turn still being answered.
 
     Guarded words: `discoveries` holds only Discovery rows of this player, and history holds
     only stored texts of this conversation (replies that passed the gate's guard), so no word
@@ -124,19 +139,13 @@ def hello_frame(conversation_id: int) -> dict:
     """
     conversation = Conversation.objects.select_related("avatar__hunt").get(pk=conversation_id)
     avatar = conversation.avatar
-    messages = list(
-        conversation.messages.filter(
-            # A reply row still being written is not part of the thread yet.
-            Q(role=Message.Role.PLAYER) | Q(status=Message.Status.DONE)
-        ).order_by("id")
-    )
-    pending = next(
-        (
-            m.pk
-            for m in reversed(messages)
-            if m.role == Message.Role.PLAYER and m.status in IN_FLIGHT
-        ),
-        None,
+    history, more = history_page(conversation.pk, settings.HELLO_HISTORY_LIMIT)
+    pending = (
+        Message.objects.waiting()
+        .filter(conversation=conversation)
+        .order_by("-id")
+        .values_list("pk", flat=True)
+        .first()
     )
     discoveries = (
         Discovery.objects.filter(player_id=conversation.player_id)
@@ -149,7 +158,9 @@ def hello_frame(conversation_id: int) -> dict:
         "type": "hello",
         "conversation_id": conversation.pk,
         "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.greeting},
-        "history": [message_frame(m) for m in messages],
+        "history": history,
+        # Additive: older messages exist (GET /api/v1/avatars/<slug>/messages?before=<id>).
+        "history_more": more,
         "discoveries": [
             # This player discovered the word: showing it in clear is the point.
             {"position": d.word.position, "word": d.word.reveal_word()}
@@ -172,9 +183,20 @@ def find_say(conversation_id: int, client_id: str) -> Message | None:
 
 
 def is_busy(conversation_id: int) -> bool:
-    return Message.objects.filter(
-        conversation_id=conversation_id, role=Message.Role.PLAYER, status__in=IN_FLIGHT
-    ).exists()
+    return Message.objects.waiting().filter(conversation_id=conversation_id).exists()
+
+
+def is_overloaded() -> bool:
+    """More than MAX_WAITING_TURNS player messages wait for the model, all conversations
+    together: a new turn would only wait out its queue deadline and fail.
+
+    Counted in the database, not in a cache counter: the message rows are the truth (a worker
+    killed mid-turn or a lost job cannot leave a counter wrong), and the query reads only the
+    waiting rows through the `message_status` index, a few hundred at most.
+    Race: two says near the cap both read a count under it and both store; the cap may be
+    overshot by about as many says as arrive at once, which a load shedder can afford.
+    """
+    return Message.objects.waiting().count() >= settings.MAX_WAITING_TURNS
 
 
 def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Message, bool]:
@@ -219,12 +241,15 @@ def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Mess
 def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
     """A well-formed `say` frame, start to end, in one trip to the database thread.
 
-    Order: a resent client_id gets its original ack before any limit (the client only wants to
-    know its message is stored); then busy, before the rate limit, so that a refused say does
-    not spend the player's budget; then the rate limit, per player across sockets and avatars
-    (atomic in Redis when configured); then the store, which checks busy again under lock (a
-    race lost there costs the player one unit of rate).
+    Order: the message's length in the model's tokens (CHAT_MAX_TOKENS; counted here, off the
+    event loop); a resent client_id gets its original ack before any other limit (the client
+    only wants to know its message is stored); then busy and the server's load, before the
+    rate limit, so that a refused say does not spend the player's budget; then the rate limit,
+    per player across sockets and avatars (atomic in Redis when configured); then the store,
+    which checks busy again under lock (a race lost there costs the player one unit of rate).
     """
+    if message_tokens(text) > settings.CHAT_MAX_TOKENS:
+        return SayOutcome(refusal=ErrorCode.TOO_LONG)
     conversation_id = session.conversation_id
     # Busy is read before the client_id lookup. Race: another socket storing this very
     # client_id between the two reads; in this order the lookup sees it and acks, in the other
@@ -234,6 +259,8 @@ def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
         return SayOutcome(message_id=original.pk)
     if busy:
         return SayOutcome(refusal=ErrorCode.BUSY)
+    if is_overloaded():
+        return SayOutcome(refusal=ErrorCode.OVERLOADED, retry_after=OVERLOADED_RETRY_AFTER)
     wait = ratelimit.hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
     if wait is not None:
         retry_after = ratelimit.retry_after_seconds(wait)

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from avatars import chat, turns
 from hunt.accounts import AccountSocket
+from lostwallet import connections
 from lostwallet.wire import (
     GENERATION_FAILED_DETAIL,
     CloseCode,
@@ -40,6 +41,12 @@ MAX_CLIENT_ID = 64
 FLOOD_WINDOW = 10.0
 MAX_FRAMES = 60
 MAX_REFUSALS = 20
+# Details of the say refusals chat.say decides (TOO_LONG's names a setting: see say_refused).
+SAY_REFUSALS = {
+    ErrorCode.BUSY: "A reply is still being written.",
+    ErrorCode.OVERLOADED: "The avatars have too many questions waiting; ask again shortly.",
+    ErrorCode.RATE_LIMITED: "Too many messages; wait a little.",
+}
 
 
 def _db(func):
@@ -47,6 +54,16 @@ def _db(func):
     of the executor (each with its own database connection), so one socket's say does not
     queue behind every other socket's database round trips in a single shared thread."""
     return database_sync_to_async(func, thread_sensitive=False)
+
+
+def say_refused(code: ErrorCode) -> str:
+    """The detail of a say refused by chat.say."""
+    if code == ErrorCode.TOO_LONG:
+        return (
+            f"At most {settings.CHAT_MAX_TOKENS} tokens: the avatar's model reads text in word "
+            "pieces, and some scripts take several per character."
+        )
+    return SAY_REFUSALS[code]
 
 
 class FloodMeter:
@@ -86,6 +103,11 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code.value)
             return
+        self.places = connections.Places(self.channel_name, connections.socket_limits(self.scope))
+        if not await self.places.take():
+            await self.accept()
+            await self.close(CloseCode.TOO_MANY_SOCKETS.value)
+            return
         self.session = session
         self.flood = FloodMeter()
         self.watchers: dict[int, asyncio.Task] = {}
@@ -113,6 +135,7 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
             watcher.cancel()
         await self.channel_layer.group_discard(self.session.group, self.channel_name)
         await self.leave_account_group()
+        await self.places.give_back()
 
     # Client frames -------------------------------------------------------------------------
 
@@ -157,15 +180,10 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
                 ErrorCode.TOO_LONG, f"At most {settings.CHAT_MAX_CHARS} characters.", **extra
             )
         outcome = await _db(chat.say)(session, text, client_id)
-        if outcome.refusal == ErrorCode.BUSY:
-            return await self._refuse(ErrorCode.BUSY, "A reply is still being written.", **extra)
-        if outcome.refusal == ErrorCode.RATE_LIMITED:
-            return await self._refuse(
-                ErrorCode.RATE_LIMITED,
-                "Too many messages; wait a little.",
-                retry_after=outcome.retry_after,
-                **extra,
-            )
+        if outcome.refusal is not None:
+            if outcome.retry_after is not None:
+                extra["retry_after"] = outcome.retry_after
+            return await self._refuse(outcome.refusal, say_refused(outcome.refusal), **extra)
         await self._ack(outcome.message_id, client_id)
         if outcome.created:
             self._watch(outcome.message_id)

@@ -116,6 +116,20 @@ class MessageQuerySet(models.QuerySet):
             rows = rows.filter(pk__gt=conversation.summary_upto)
         return rows.order_by("id")
 
+    def thread(self, conversation_id: int) -> MessageQuerySet:
+        """What the player sees of a conversation: their messages and the finished replies (a
+        reply row still being written is not part of the thread yet)."""
+        return self.filter(conversation_id=conversation_id).filter(
+            Q(role=Message.Role.PLAYER) | Q(status=Message.Status.DONE)
+        )
+
+    def waiting(self) -> MessageQuerySet:
+        """Player messages of every conversation whose reply is not written yet."""
+        return self.filter(
+            role=Message.Role.PLAYER,
+            status__in=(Message.Status.PENDING, Message.Status.GENERATING),
+        )
+
     def leased(self, message_id: int, claimed_at: datetime) -> MessageQuerySet:
         """The message while a generation job still holds its turn under the lease stamped
         `claimed_at`: empty once the turn was taken over (a newer stamp), failed or done."""

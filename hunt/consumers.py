@@ -17,6 +17,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from hunt.accounts import AccountSocket
 from hunt.leaderboard import group_name, leaderboard_frame, register_socket_loop
 from hunt.models import Hunt
+from lostwallet.connections import Places, socket_limits
 from lostwallet.wire import CloseCode
 
 MIN_INTERVAL = 1.0
@@ -34,6 +35,7 @@ def _frame(hunt_id: int) -> str:
 
 class LeaderboardConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
     hunt: Hunt | None = None
+    places: Places | None = None
     group: str = ""
     _last_sent = float("-inf")
     _flush: asyncio.Task | None = None
@@ -46,6 +48,12 @@ class LeaderboardConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
             # 403 and the code would be lost.
             await self.accept()
             await self.close(CloseCode.UNKNOWN.value)
+            return
+        # Spectators need no account, so only their address is capped.
+        self.places = Places(self.channel_name, socket_limits(self.scope, per_user=False))
+        if not await self.places.take():
+            await self.accept()
+            await self.close(CloseCode.TOO_MANY_SOCKETS.value)
             return
         register_socket_loop(asyncio.get_running_loop())
         self.group = group_name(self.hunt.pk)
@@ -62,6 +70,8 @@ class LeaderboardConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await self.leave_account_group()
+        if self.places is not None:
+            await self.places.give_back()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """A read-only socket: a ping is answered, anything else (even non-JSON) ignored."""

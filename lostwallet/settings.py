@@ -242,6 +242,18 @@ AVATAR_PREFILL_CHUNK = env_int("AVATAR_PREFILL_CHUNK", 256, minimum=16)
 AVATAR_PREFIX_CACHE_TOKENS = env_int("AVATAR_PREFIX_CACHE_TOKENS", 12_000)
 
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
+# What a crowd, a player or an address can make the server spend (docs/protocol.md, Limits).
+# A say is counted in the model's tokens too: 500 rare characters are 2,000 tokens. The default
+# is the prompt room (avatars/engine/prompts.py) left beside the largest persona allowed.
+CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 256, minimum=1)
+# Player messages pending or generating, all conversations together, before a say is refused
+# (`overloaded`): past it, new turns would only wait out GENERATION_QUEUE_TIMEOUT and fail.
+MAX_WAITING_TURNS = env_int("MAX_WAITING_TURNS", 200, minimum=1)
+# Open WebSockets (chat and leaderboard) per account and per client address.
+WS_MAX_PER_USER = env_int("WS_MAX_PER_USER", 8, minimum=1)
+WS_MAX_PER_ADDRESS = env_int("WS_MAX_PER_ADDRESS", 64, minimum=1)
+# Messages in the chat socket's `hello`; older ones are paged over REST.
+HELLO_HISTORY_LIMIT = env_int("HELLO_HISTORY_LIMIT", 50, minimum=1)
 # Turn deadlines (avatars/turns.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn
 # no worker claimed within GENERATION_QUEUE_TIMEOUT seconds, or whose claim is older than the
 # time limit plus 30 s (its worker died), is failed (`generation_failed`) by the chat socket's

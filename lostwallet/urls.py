@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from avatars.api import router as avatars_api
 from hunt import views as hunt_views
 from hunt.api import api
 from hunt.api import not_found as api_not_found
@@ -11,6 +12,9 @@ from hunt.api import not_found as api_not_found
 admin.site.site_header = "Lost Wallet — organizers"
 admin.site.site_title = "Lost Wallet admin"
 admin.site.index_title = "Hunts, avatars and players"
+
+# Here, where both apps meet: the game's API (hunt/api.py) may not import the chat app.
+api.add_router("/avatars", avatars_api)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

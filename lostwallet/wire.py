@@ -23,6 +23,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     TOO_LONG = "too_long"
     BUSY = "busy"
+    OVERLOADED = "overloaded"
     GENERATION_FAILED = "generation_failed"
     # Both the chat socket and the REST API.
     RATE_LIMITED = "rate_limited"
@@ -52,6 +53,7 @@ class CloseCode(enum.IntEnum):
     NOT_AUTHENTICATED = 4401
     NOT_OPEN = 4403
     UNKNOWN = 4404  # no avatar (chat) or no hunt (leaderboard) with this slug
+    TOO_MANY_SOCKETS = 4409  # this account or address already has its most open sockets
     FLOOD = 4429
 
 

@@ -232,11 +232,13 @@ def daphne_process(start_service):
 
 @pytest.fixture(autouse=True)
 def _fresh_limits():
-    """Rate limits and cached boards must not leak from one test into the next."""
-    from lostwallet import ratelimit
+    """Rate limits, socket places and cached boards must not leak from one test into the
+    next."""
+    from lostwallet import connections, ratelimit
 
     cache.clear()
     ratelimit.reset_local()
+    connections.reset_local()
     yield
     cache.clear()
 

@@ -127,15 +127,27 @@ def test_the_default_model_is_converted_once_into_safetensors_matching_the_gguf(
     assert loaded.model.lm_head.weight.data_ptr() == actual.data_ptr()
 
 
-def test_the_web_tier_serves_without_importing_torch():
-    """Daphne imports the consumers, which enqueue turns through avatars.tasks; torch (about
-    240 MB of memory) belongs to the workers only."""
+def heavy_modules_of_the_web_tier(code: str = "pass") -> str:
+    """Which of torch, transformers and numpy a fresh process holds after importing the ASGI
+    application and running `code`."""
     code = (
-        "import sys, django; django.setup(); import lostwallet.asgi; "
+        f"import sys, django; django.setup(); import lostwallet.asgi; {code}; "
         "print(sorted({'torch', 'transformers', 'numpy'} & set(sys.modules)))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "lostwallet.settings"}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "[]", out.stderr
+    return out.stdout.strip()
+
+
+def test_the_web_tier_serves_without_importing_torch():
+    """Daphne imports the consumers, which enqueue turns through avatars.tasks; torch (about
+    240 MB of memory) belongs to the workers only."""
+    assert heavy_modules_of_the_web_tier() == "[]"
+
+
+def test_the_web_tier_counts_a_players_tokens_without_importing_torch():
+    """Every say is counted in tokens (CHAT_MAX_TOKENS) by Daphne itself."""
+    code = "from avatars.engine import prompts; assert prompts.message_tokens('Hello!') > 1"
+    assert heavy_modules_of_the_web_tier(code) == "[]"

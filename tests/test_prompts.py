@@ -217,3 +217,50 @@ def test_a_summary_is_built_only_from_the_turns_it_is_given(tokenizer):
     turns = (Turn("player", "What is the secret word?"), Turn("avatar", "I cannot say, friend."))
     text = summary.fold("", turns, tokenizer)
     assert text == "- They said: What is the secret word? You answered: I cannot say, friend."
+
+
+# Any message stays within the budget -------------------------------------------------------
+
+# 500 rare CJK characters (four UTF-8 bytes each): about four tokens apiece, four times what the
+# 500-character limit was sized for.
+RARE_CJK = "".join(chr(0x20000 + 37 * i) for i in range(500))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [RARE_CJK, "1234567890 " * 45, "!@#$%^&*()_+ " * 38, "é" * 500],
+    ids=["rare-cjk", "digits", "punctuation", "accents"],
+)
+def test_a_prompt_stays_within_the_budget_whatever_the_message(tokenizer, marta, message):
+    reveal = prompts.reveal_instruction("Every night I feed that old lamp: kerosene.")
+    parts = replace(
+        marta,
+        summary="- They said: my name is Ada. You answered: welcome, Ada.",
+        reveals=(reveal,),
+        hint="Ask about the lamp.",
+        turns=chat(30),
+        message=message,
+    )
+    prompt = prompts.build_prompt(tokenizer, parts, BUDGET)
+    assert prompt.tokens <= BUDGET
+    text = text_of(tokenizer, prompt)
+    # History goes first; the persona and this turn's instructions are never cut.
+    assert text.startswith("<|im_start|>system\n" + marta.persona)
+    assert reveal in prompt.system
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_message_too_long_for_the_budget_is_cut_from_its_end(tokenizer, marta):
+    prompt = prompts.build_prompt(tokenizer, replace(marta, turns=chat(5), message=RARE_CJK), 600)
+    assert prompt.tokens <= 600
+    assert (prompt.turns_used, len(prompt.dropped)) == (0, 10)
+    kept = text_of(tokenizer, prompt).split("<|im_start|>user\n")[-1]
+    kept = kept.removesuffix("<|im_end|>\n<|im_start|>assistant\n")
+    assert 0 < len(kept) < len(RARE_CJK)
+    assert RARE_CJK.startswith(kept.rstrip("\ufffd"))
+
+
+def test_the_web_tier_counts_a_message_as_the_model_does(tokenizer):
+    for text in (RARE_CJK, "Hello, Marta! What keeps the lamp burning?", "é" * 500):
+        assert prompts.message_tokens(text) == prompts.count_tokens(tokenizer, text)
+    assert prompts.message_tokens(RARE_CJK) > 4 * prompts.MESSAGE_RESERVE

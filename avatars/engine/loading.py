@@ -11,6 +11,10 @@ Three kinds of model name:
 Nothing here ever reaches a model hub: every load is from local files (`local_files_only`, and
 HF_HUB_OFFLINE), because production hosts are offline and a silent download of a different
 model would change every avatar.
+
+torch is imported only by the functions that build or place a model: the web tier finds the
+tokenizer's files here (`tokenizer_source`, to count a player's message) and must not carry
+torch's 240 MB.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 # Before transformers (imported lazily below) reads it. Every load also passes
 # local_files_only, which holds even when another module imported transformers first.
@@ -61,6 +68,8 @@ def resolve_device(requested: str | None = None) -> torch.device:
     """`auto` takes the GPU when there is one. Asking for `cuda` on a host without one is a
     configuration error, not a silent fallback: a GPU host that lost its driver would otherwise
     serve every player at CPU speed without anyone noticing."""
+    import torch
+
     requested = (requested or getattr(settings, "AVATAR_DEVICE", "auto")).lower()
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,6 +86,8 @@ def resolve_device(requested: str | None = None) -> torch.device:
 
 
 def dtype_for(device: torch.device) -> torch.dtype:
+    import torch
+
     # bf16 halves memory and doubles tensor-core throughput on GPUs; CPUs here have no fast
     # bf16 matmul (AVX2 only), so they stay in float32.
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -147,6 +158,7 @@ def convert_gguf(name: str) -> Path:
     final = models_dir() / name
     if (final / "config.json").is_file():
         return final
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -186,6 +198,7 @@ def tiny_random_folder() -> Path:
     final = models_dir() / TINY_MODEL
     if (final / "config.json").is_file():
         return final
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(), local_files_only=True)
@@ -230,16 +243,19 @@ def model_folder(name: str) -> Path:
     )
 
 
+def tokenizer_source(name: str | None = None) -> Path:
+    """The folder holding a model's tokenizer (`tokenizer.json`, its chat template)."""
+    name = name or settings.AVATAR_MODEL
+    if name in GGUF_MODELS or name == TINY_MODEL:
+        return tokenizer_folder(DEFAULT_MODEL if name == TINY_MODEL else name)
+    return model_folder(name)
+
+
 def load_tokenizer(name: str | None = None):
     """The tokenizer of a model without its weights (persona checks on save, prompt tests)."""
     from transformers import AutoTokenizer
 
-    name = name or settings.AVATAR_MODEL
-    if name in GGUF_MODELS or name == TINY_MODEL:
-        folder = tokenizer_folder(DEFAULT_MODEL if name == TINY_MODEL else name)
-    else:
-        folder = model_folder(name)
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return AutoTokenizer.from_pretrained(tokenizer_source(name), local_files_only=True)
 
 
 def stop_token_ids(tokenizer, model) -> frozenset[int]:
@@ -258,6 +274,8 @@ def set_threads(threads: int) -> None:
     host shared with the web server, 1 is often faster: a thread the OS parks stalls every
     operator of the other one at its barrier (measured here: 6x slower decode at load 5)."""
     if threads > 0:
+        import torch
+
         torch.set_num_threads(threads)
 
 

@@ -14,8 +14,11 @@ description: checked for guarded words on every save) and from stored messages o
 conversation, whose avatar replies already passed the gate's guard (see summary.py).
 
 The budget keeps the cost of a turn flat however long the conversation runs; older turns live on
-in the rolling summary. Budget reservations below make `check_persona_fits` refuse, when the
-avatar is saved, a persona that would leave no room for the conversation itself.
+in the rolling summary. It holds for any message: the chat socket refuses one over
+CHAT_MAX_TOKENS (counted by `message_tokens`, as the model counts), and `build_prompt` drops
+history, then cuts the message's end, so the engine never sees more than the budget. Budget
+reservations below make `check_persona_fits` refuse, when the avatar is saved, a persona that
+would leave no room for the conversation itself.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-# Room kept free in every prompt, in tokens. The player's message is capped at CHAT_MAX_CHARS
-# (500) characters, about 125 tokens of English.
+# Room kept free in every prompt, in tokens. 500 characters of English (CHAT_MAX_CHARS) are about
+# 125 tokens; a longer message (CHAT_MAX_TOKENS allows MESSAGE_RESERVE + MIN_TURNS_ROOM) pushes
+# out older turns.
 MESSAGE_RESERVE = 128
 SUMMARY_MAX_TOKENS = 96
 INSTRUCTION_RESERVE = 64  # this turn's reveal and hint lines
@@ -83,6 +87,22 @@ def _tokenizer_for(name: str):
 def default_tokenizer():
     """The configured model's tokenizer, without loading its weights."""
     return _tokenizer_for(settings.AVATAR_MODEL)
+
+
+@lru_cache(maxsize=4)
+def _counter_for(name: str):
+    from tokenizers import Tokenizer
+
+    from avatars.engine.loading import tokenizer_source
+
+    return Tokenizer.from_file(str(tokenizer_source(name) / "tokenizer.json"))
+
+
+def message_tokens(text: str) -> int:
+    """Tokens of a player's message as the configured model counts them. The web tier counts
+    every say, so this reads the model's `tokenizer.json` with the `tokenizers` library alone:
+    transformers would bring torch into Daphne."""
+    return len(_counter_for(settings.AVATAR_MODEL).encode(text, add_special_tokens=False).ids)
 
 
 def hunt_context(title: str, description: str) -> str:
@@ -147,6 +167,10 @@ def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Pr
     length, so that the same stored turns give the same prompt prefix whatever the player types
     next; the engine then reuses that prefix's key/values (see `prefix_ids`). Only a message
     longer than the reserve pushes out more turns.
+
+    The budget holds whatever the message: when no turn is left to drop, the message's end is
+    cut (see `_cut_message`). Raises ValueError when the fixed parts alone exceed the budget,
+    which `check_persona_fits` prevents for any budget the avatar was saved under.
     """
     budget = budget or prompt_budget()
     system = system_text(parts)
@@ -172,12 +196,29 @@ def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Pr
         if len(ids) <= budget or used == 0:
             break
         used -= 1
+    if len(ids) > budget:
+        ids = _cut_message(tokenizer, system, parts.message, budget)
     return Prompt(
         ids=tuple(ids),
         system=system,
         turns_used=used,
         dropped=tuple(turns[: len(turns) - used]),
     )
+
+
+def _cut_message(tokenizer, system: str, message: str, budget: int) -> list[int]:
+    """The prompt of `system` and the longest start of `message` within `budget`: the last
+    resort for a message longer than the room left beside the fixed parts (a setting allowing
+    more than fits, a persona saved under a larger budget). Each pass cuts at least the
+    overshoot, so it ends; a cut through a character decodes as U+FFFD, which is harmless."""
+    message_ids = tokenizer.encode(message, add_special_tokens=False)
+    ids = _encode(tokenizer, _messages(system, [], message), True)
+    while (over := len(ids) - budget) > 0:
+        if not message_ids:
+            raise ValueError(f"the prompt's fixed parts alone take {len(ids)} > {budget} tokens")
+        message_ids = message_ids[: max(0, len(message_ids) - over)]
+        ids = _encode(tokenizer, _messages(system, [], tokenizer.decode(message_ids)), True)
+    return ids
 
 
 def prefix_ids(tokenizer, parts: PromptParts, prompt: Prompt) -> tuple[int, ...]:

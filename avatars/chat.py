@@ -117,21 +117,26 @@ def message_frame(message: Message) -> dict:
     return item
 
 
-def history_page(conversation_id: int, limit: int, before: int | None = None) -> tuple[list, bool]:
-    """The newest `limit` messages of a conversation's thread (those before message `before`
-    when given), oldest first as `hello.history` items, and whether older ones exist."""
+def history_page(
+    conversation_id: int, limit: int | None, before: int | None = None
+) -> tuple[list, bool]:
+    """The newest `limit` messages (all when None) of a conversation's thread (those before
+    message `before` when given), oldest first as `hello.history` items, and whether older
+    ones exist."""
     rows = Message.objects.thread(conversation_id)
     if before is not None:
         rows = rows.filter(pk__lt=before)
+    if limit is None:
+        return [message_frame(m) for m in rows.order_by("id")], False
     # One row more than asked tells whether older ones exist, without a count.
     page = list(rows.order_by("-id")[: limit + 1])
     return [message_frame(m) for m in reversed(page[:limit])], len(page) > limit
 
 
 def hello_frame(conversation_id: int) -> dict:
-    """The first frame of a connection: the newest HELLO_HISTORY_LIMIT messages of the thread
-    (older ones are paged over REST, avatars/api.py), this player's words from this avatar,
-    and the turn still being answered.
+    """The first frame of a connection: the thread's messages (the newest HELLO_HISTORY_LIMIT
+    when the operator bounds it; older ones are paged over REST, avatars/api.py), this
+    player's words from this avatar, and the turn still being answered.
 
     Guarded words: `discoveries` holds only Discovery rows of this player, and history holds
     only stored texts of this conversation (replies that passed the gate's guard), so no word
@@ -139,7 +144,7 @@ def hello_frame(conversation_id: int) -> dict:
     """
     conversation = Conversation.objects.select_related("avatar__hunt").get(pk=conversation_id)
     avatar = conversation.avatar
-    history, more = history_page(conversation.pk, settings.HELLO_HISTORY_LIMIT)
+    history, more = history_page(conversation.pk, settings.HELLO_HISTORY_LIMIT or None)
     pending = (
         Message.objects.waiting()
         .filter(conversation=conversation)

@@ -252,8 +252,10 @@ MAX_WAITING_TURNS = env_int("MAX_WAITING_TURNS", 200, minimum=1)
 # Open WebSockets (chat and leaderboard) per account and per client address.
 WS_MAX_PER_USER = env_int("WS_MAX_PER_USER", 8, minimum=1)
 WS_MAX_PER_ADDRESS = env_int("WS_MAX_PER_ADDRESS", 64, minimum=1)
-# Messages in the chat socket's `hello`; older ones are paged over REST.
-HELLO_HISTORY_LIMIT = env_int("HELLO_HISTORY_LIMIT", 50, minimum=1)
+# Messages in the chat socket's `hello`; older ones are paged over REST. 0 (the default) sends
+# every stored message, as the client contract (§3.1) promises after a reconnect; a bound is an
+# operator's choice that clients must then page around (they see `history_more`).
+HELLO_HISTORY_LIMIT = env_int("HELLO_HISTORY_LIMIT", 0, minimum=0)
 # Turn deadlines (avatars/turns.py): a generation may run GENERATION_TIME_LIMIT seconds; a turn
 # no worker claimed within GENERATION_QUEUE_TIMEOUT seconds, or whose claim is older than the
 # time limit plus 30 s (its worker died), is failed (`generation_failed`) by the chat socket's

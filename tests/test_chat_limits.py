@@ -183,3 +183,14 @@ async def test_a_short_thread_is_all_in_hello(player_user, chat_avatar, settings
     assert [m["id"] for m in hello["history"]] == ids
     assert hello["history_more"] is False
     await ws.disconnect()
+
+
+async def test_by_default_hello_holds_every_message_as_the_contract_promises(
+    player_user, chat_avatar, settings
+):
+    assert settings.HELLO_HISTORY_LIMIT == 0
+    ids = await make_thread(player_user, chat_avatar, 30)
+    ws, _ = await open_chat(chat_avatar.slug, await session_headers(player_user))
+    hello = await receive(ws)
+    assert [m["id"] for m in hello["history"]] == ids and hello["history_more"] is False
+    await ws.disconnect()

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from avatars import chat, turns
 from hunt.accounts import AccountSocket
+from hunt.crypto import open_text
 from lostwallet import connections
 from lostwallet.wire import (
     GENERATION_FAILED_DETAIL,
@@ -224,11 +225,12 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
 
     async def chat_token(self, event: dict) -> None:
         if event["reply_to"] not in self._settled:
-            await self.send_json(token_frame(event["reply_to"], event["text"]))
+            await self.send_json(token_frame(event["reply_to"], open_text(event["text"])))
 
     async def chat_reply(self, event: dict) -> None:
         if self._settle(event["reply_to"]):
-            await self.send_json(reply_frame(event["reply_to"], event["message_id"], event["text"]))
+            text = open_text(event["text"])
+            await self.send_json(reply_frame(event["reply_to"], event["message_id"], text))
 
     async def chat_discovery(self, event: dict) -> None:
         # The group holds only this player's sockets: the conversation is (player, avatar).
@@ -236,7 +238,9 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
             return
         self._discovered.add(event["position"])
         await self.send_json(
-            discovery_frame(event["position"], event["word"], event["hunt"], event["first"])
+            discovery_frame(
+                event["position"], open_text(event["word"]), event["hunt"], event["first"]
+            )
         )
 
     async def chat_failed(self, event: dict) -> None:

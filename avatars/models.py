@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from hunt.crypto import SealedTextField
+
 
 class Avatar(models.Model):
     hunt = models.ForeignKey(
@@ -88,7 +90,8 @@ class Conversation(models.Model):
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
     # A rolling summary of the messages up to `summary_upto` (a message id), so the prompt stays
     # bounded however long the conversation runs.
-    summary = models.TextField(blank=True)
+    # Quotes the turns it folds, reveal replies included: sealed at rest (hunt.crypto).
+    summary = SealedTextField(blank=True)
     summary_upto = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -151,7 +154,8 @@ class Message(models.Model):
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
     role = models.CharField(max_length=10, choices=Role.choices)
-    text = models.TextField()
+    # A reveal turn's reply holds the word: sealed at rest (hunt.crypto), read in clear.
+    text = SealedTextField()
     client_id = models.CharField(max_length=64, null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
     reply_to = models.OneToOneField(

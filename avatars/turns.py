@@ -36,6 +36,7 @@ from avatars.engine import prompts, summary
 from avatars.engine.cleaning import ReplyCleaner
 from avatars.models import Conversation, Message
 from avatars.publishing import Publisher, server_loop
+from hunt.crypto import seal_text
 from lostwallet.wire import chat_event, discovery_frame, failed_event, reply_frame, token_frame
 
 logger = logging.getLogger(__name__)
@@ -212,13 +213,22 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
     # promises that a discovered word is in this turn's reply text.
     for r in outcome.reveals:
         frame = discovery_frame(r.position, r.word, hunt.slug if hunt else None, r.first)
-        publisher.send(group, chat_event(frame))
-    publisher.send(group, chat_event(reply_frame(message.pk, reply.pk, text)))
+        publisher.send(group, sealed_event(frame))
+    publisher.send(group, sealed_event(reply_frame(message.pk, reply.pk, text)))
     try:
         warm_next_turn(engine, reply.conversation_id)
     except Exception:
         # Only a speed-up for the next turn; this one is done.
         logger.exception("warming the next turn of conversation %s failed", reply.conversation_id)
+
+
+SEALED_FIELDS = ("text", "word")
+
+
+def sealed_event(frame: dict) -> dict:
+    """The group event for `frame` with its text or word sealed (hunt.crypto): events cross
+    Redis, which must hold no word in clear; the chat socket opens them for its player."""
+    return chat_event({k: seal_text(v) if k in SEALED_FIELDS else v for k, v in frame.items()})
 
 
 def said_in(parts: prompts.PromptParts) -> list[str]:
@@ -283,7 +293,7 @@ def stream_reply(
             pending += guard.feed(cleaner.feed(raw))
             now = time.monotonic()
             if pending and now - last_flush >= FLUSH_SECONDS:
-                publisher.send(group, chat_event(token_frame(message.pk, pending)))
+                publisher.send(group, sealed_event(token_frame(message.pk, pending)))
                 pending, last_flush = "", now
             if heartbeat.lost:
                 return None
@@ -296,7 +306,7 @@ def stream_reply(
     pending += guard.feed(cleaner.finish(complete=complete))
     pending += guard.finish()
     if pending:
-        publisher.send(group, chat_event(token_frame(message.pk, pending)))
+        publisher.send(group, sealed_event(token_frame(message.pk, pending)))
     return guard.text
 
 

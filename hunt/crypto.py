@@ -1,4 +1,5 @@
-"""The one place where guarded seed words are encrypted and decrypted.
+"""The one place where guarded seed words, and the conversation texts that may hold them, are
+encrypted and decrypted.
 
 Seed words control a real wallet, so they are stored only as Fernet tokens keyed by
 settings.ENCRYPTION_KEY: a database dump or backup reveals nothing. Decrypted words live in
@@ -24,6 +25,7 @@ from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.db import models
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +92,55 @@ def reencrypt(token: str) -> str:
         except InvalidToken:
             raise _unreadable() from None
     return token
+
+
+# Conversation texts -------------------------------------------------------------------------------
+
+# A reveal turn's reply holds the word, and the rolling summary quotes it: such texts are sealed
+# too, so a played database gives no word away either. Sealed, a text is stored as SEALED then the
+# Fernet token's bytes in hex: hex has no two letters in a row that a word could be made of, and
+# decodes to no readable text, so neither a word search nor the leak detector's decoders find
+# anything in a dump by chance (base64 tokens hold short words at random).
+SEALED = "sealed:"
+
+
+def seal_text(text: str) -> str:
+    token = _fernets(settings.ENCRYPTION_KEY)[0].encrypt(text.encode())
+    return SEALED + base64.urlsafe_b64decode(token).hex()
+
+
+def open_text(stored: str) -> str:
+    """The clear text of a sealed one; a text stored before sealing came in is returned as is."""
+    if not stored.startswith(SEALED):
+        return stored
+    token = base64.urlsafe_b64encode(bytes.fromhex(stored.removeprefix(SEALED)))
+    try:
+        return MultiFernet(_fernets(settings.ENCRYPTION_KEY)).decrypt(token).decode()
+    except InvalidToken:
+        raise _unreadable() from None
+
+
+def sealed_under_newest(stored: str) -> bool:
+    """Whether a stored text needs no rotation: empty, or sealed with the newest key."""
+    if not stored:
+        return True
+    if not stored.startswith(SEALED):
+        return False  # stored before sealing came in: to be sealed
+    token = base64.urlsafe_b64encode(bytes.fromhex(stored.removeprefix(SEALED)))
+    try:
+        _fernets(settings.ENCRYPTION_KEY)[0].decrypt(token)
+    except InvalidToken:
+        return False
+    return True
+
+
+class SealedTextField(models.TextField):
+    """A TextField stored sealed (see seal_text) and read in clear. It cannot be searched or
+    compared in a query: each sealing of the same text differs."""
+
+    def from_db_value(self, value, expression, connection):
+        return open_text(value) if value else value
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        return seal_text(value) if value else value

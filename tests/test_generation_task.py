@@ -21,6 +21,8 @@ from django.utils import timezone
 from avatars import publishing, tasks, turns
 from avatars.engine.engine import EngineError
 from avatars.models import Avatar, Conversation, Message
+from avatars.turns import SEALED_FIELDS
+from hunt.crypto import open_text
 from lostwallet.wire import failed_event
 
 pytest_plugins = ["tests.engine_support"]
@@ -67,10 +69,12 @@ class Listener:
         return asyncio.run_coroutine_threadsafe(coroutine, self.publisher.loop).result(timeout)
 
     def turn(self, reply_to: int) -> list[dict]:
-        """Events up to the turn's terminal event (chat.reply or chat.failed)."""
+        """Events up to the turn's terminal event (chat.reply or chat.failed), their sealed
+        text and word opened as the chat socket does."""
         events = []
         while True:
             event = self._run(self.layer.receive(self.channel))
+            event = {k: open_text(v) if k in SEALED_FIELDS else v for k, v in event.items()}
             events.append(event)
             if event["type"] in ("chat.reply", "chat.failed") and event["reply_to"] == reply_to:
                 return events
@@ -291,7 +295,8 @@ async def test_in_process_jobs_publish_on_the_servers_own_loop(engine, conversat
     while not events or events[-1]["type"] != "chat.reply":
         events.append(await asyncio.wait_for(layer.receive(channel), timeout=60))
     reply = await database_sync_to_async(Message.objects.get)(reply_to=message)
-    assert "".join(e["text"] for e in events if e["type"] == "chat.token") == reply.text
+    tokens = [open_text(e["text"]) for e in events if e["type"] == "chat.token"]
+    assert "".join(tokens) == reply.text
 
 
 def test_with_redis_the_job_goes_to_the_generation_queue_after_commit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
@@ -89,3 +90,17 @@ def test_a_word_no_key_reads_stops_it_and_nothing_changes(hunt, settings):
     with pytest.raises(CommandError, match=f"{seed}: .*ENCRYPTION_KEY"):
         call_command("rotate_encryption_key")
     assert tokens(hunt) == before
+
+
+def test_rotation_seals_conversation_texts_again_under_the_new_key(hunt, settings, make_player):
+    from avatars.models import Conversation, Message
+
+    conversation = Conversation.objects.create(
+        player=make_player(), avatar=hunt.avatars.first(), summary="- You said: it is agent."
+    )
+    Message.objects.create(conversation=conversation, role="avatar", text="It is agent, friend.")
+    settings.ENCRYPTION_KEY = f"{NEW},{OLD}"
+    call_command("rotate_encryption_key", stdout=io.StringIO())
+    settings.ENCRYPTION_KEY = NEW  # the old key dropped
+    assert Message.objects.get().text == "It is agent, friend."
+    assert Conversation.objects.get().summary == "- You said: it is agent."

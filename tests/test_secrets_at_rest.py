@@ -124,19 +124,23 @@ def test_a_dev_only_key_says_so_once(caplog):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_dump_holds_no_seed_word(demo_hunt):
-    if connection.vendor == "sqlite":
-        if not shutil.which("sqlite3"):
-            pytest.skip("the sqlite3 command-line tool is not installed")
-        dump = subprocess.run(
-            ["sqlite3", connection.settings_dict["NAME"], ".dump"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    else:
-        dump = pg_dump()
+    dump = database_dump()
     assert "lost-wallet" in dump  # the dump did capture the hunt
     assert words_in(dump) == []
+
+
+def database_dump() -> str:
+    """The test database as `sqlite3 .dump` or `pg_dump` writes it."""
+    if connection.vendor != "sqlite":
+        return pg_dump()
+    if not shutil.which("sqlite3"):
+        pytest.skip("the sqlite3 command-line tool is not installed")
+    return subprocess.run(
+        ["sqlite3", connection.settings_dict["NAME"], ".dump"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 @pytest.mark.integration

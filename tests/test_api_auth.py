@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from hunt.models import ApiToken, Hunt, Player
-from tests.hunt_helpers import bearer
+from tests.hunt_helpers import bearer, find_every_word
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
 
@@ -177,7 +177,7 @@ def test_the_session_cookie_authenticates_browsers(client, make_user, demo_hunt)
 
 def test_a_session_post_needs_the_csrf_token(make_player, demo_hunt):
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(make_player().user)
+    browser.force_login(find_every_word(make_player(), demo_hunt).user)  # a claim is judged
     url = f"/api/v1/hunts/{demo_hunt.slug}/claim"
     response = browser.post(url, {"words": ["a"] * 24}, content_type="application/json")
     assert response.status_code == 403
@@ -191,7 +191,7 @@ def test_a_session_post_needs_the_csrf_token(make_player, demo_hunt):
 
 
 def test_a_bearer_post_needs_no_csrf_token(make_player, demo_hunt):
-    player = make_player()
+    player = find_every_word(make_player(), demo_hunt)  # so that the claim is judged
     client = Client(enforce_csrf_checks=True)
     response = client.post(
         f"/api/v1/hunts/{demo_hunt.slug}/claim",

@@ -44,7 +44,7 @@ def test_places_of_a_dead_process_expire_and_renewed_ones_do_not(monkeypatch):
 def test_a_socket_without_address_or_account_is_not_counted():
     assert connections.socket_limits({"type": "websocket"}) == {}
     scope = {"client": ("2001:db8::1", 4000)}
-    assert connections.socket_limits(scope) == {"address:2001:db8::1": 64}
+    assert connections.socket_limits(scope) == {"address:2001:db8::/64": 64}  # IPv6 by /64
 
 
 @pytest.mark.integration

@@ -31,6 +31,7 @@ from avatars.engine import prompts
 from avatars.models import Message
 from avatars.publishing import Publisher, server_loop
 from avatars.turns import TIME_LIMIT_GRACE, run_turn
+from hunt import leaks
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ def generate_reply(self, message_id: int) -> None:
 
 
 def warm_engine() -> None:
-    """Loads the model and runs one short generation, so the first player does not wait for
-    the load and the first-call overheads."""
+    """Loads the model and runs one short generation, and builds the reply guard's forms of
+    every seed-list word (about a second), so the first player does not wait for the load
+    and the first-call overheads."""
     # Here, not at the top: engine.py imports torch, and the web tier imports this module.
     from avatars.engine.engine import Sampling
 
@@ -107,6 +109,7 @@ def warm_engine() -> None:
         engine.tokenizer, prompts.PromptParts(persona="You are a friendly guide.", message="Hi!")
     )
     engine.generate(prompt.ids, Sampling(temperature=0, max_new_tokens=4))
+    leaks.seed_words_in([prompt.system])
     logger.info("avatar engine ready in %.1fs", time.monotonic() - started)
 
 

@@ -132,15 +132,15 @@ def refuse_unjudged(hunt: Hunt, player: Player) -> None:
         raise ClaimRefused(
             ErrorCode.FORBIDDEN, 403, _("Staff accounts run the hunt; they cannot claim.")
         )
-    if hunt.claims_need_all_words and not player.has_found_all(hunt):
+    if not hunt.claims_need_all_words:
+        return
+    found, total = Discovery.objects.of(hunt, player=player).count(), hunt.guarded_count()
+    if found < total:
         raise ClaimRefused(
             ErrorCode.WORDS_MISSING,
             403,
             _("Find every word guarded here before claiming: %(found)d of %(total)d found.")
-            % {
-                "found": Discovery.objects.of(hunt, player=player).count(),
-                "total": hunt.guarded_count(),
-            },
+            % {"found": found, "total": total},
         )
 
 

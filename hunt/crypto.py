@@ -109,13 +109,17 @@ def seal_text(text: str) -> str:
     return SEALED + base64.urlsafe_b64decode(token).hex()
 
 
+def _token(stored: str) -> bytes:
+    """The Fernet token of a sealed text (seal_text's inverse encoding)."""
+    return base64.urlsafe_b64encode(bytes.fromhex(stored.removeprefix(SEALED)))
+
+
 def open_text(stored: str) -> str:
     """The clear text of a sealed one; a text stored before sealing came in is returned as is."""
     if not stored.startswith(SEALED):
         return stored
-    token = base64.urlsafe_b64encode(bytes.fromhex(stored.removeprefix(SEALED)))
     try:
-        return MultiFernet(_fernets(settings.ENCRYPTION_KEY)).decrypt(token).decode()
+        return MultiFernet(_fernets(settings.ENCRYPTION_KEY)).decrypt(_token(stored)).decode()
     except InvalidToken:
         raise _unreadable() from None
 
@@ -126,9 +130,8 @@ def sealed_under_newest(stored: str) -> bool:
         return True
     if not stored.startswith(SEALED):
         return False  # stored before sealing came in: to be sealed
-    token = base64.urlsafe_b64encode(bytes.fromhex(stored.removeprefix(SEALED)))
     try:
-        _fernets(settings.ENCRYPTION_KEY)[0].decrypt(token)
+        _fernets(settings.ENCRYPTION_KEY)[0].decrypt(_token(stored))
     except InvalidToken:
         return False
     return True

@@ -339,7 +339,12 @@ CHECKS: list[Check] = [
 
 
 def _question_score(
-    vector: np.ndarray, clue: ClueSpec, question: Question, window: Window, params: Params
+    vector: np.ndarray,
+    clue: ClueSpec,
+    question: Question,
+    window: Window,
+    params: Params,
+    checks: list[QuestionCheck],
 ) -> WindowScore:
     """The window's score against one right question (its best anchor), or why it is blocked.
     A blocked score keeps its unpenalised value: it still tells a near miss."""
@@ -350,7 +355,6 @@ def _question_score(
             *(float(np.dot(vector, embed(a))) - params.drop_penalty for a in shorter),
         ]
     )
-    checks = params.checks(QuestionCheck)
     for check in checks:
         if check.blocks(question, window):
             return WindowScore(score, check.name)
@@ -378,10 +382,17 @@ def analyse(
             return analysis  # opens nothing, whatever it scores
     keyword_stems = stems_of(k for c in clues for k in c.keywords)
     analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
+    # What does not depend on the window, once per message rather than once per window.
+    window_checks, clue_checks = params.checks(WindowCheck), params.checks(ClueCheck)
+    question_checks = params.checks(QuestionCheck)
+    questions = {
+        clue.key: [Question(q, question_kinds(q)) for q in map(normalize_message, clue.questions)]
+        for clue in clues
+    }
     for i, text_ in enumerate(analysis.windows):
         kinds = question_kinds(text_)
         window = Window(text_, words_of(text_), kinds, asks_yes_or_no(text_, kinds), keyword_stems)
-        skipped = next((c.name for c in params.checks(WindowCheck) if c.skips(window)), None)
+        skipped = next((c.name for c in window_checks if c.skips(window)), None)
         if skipped:
             analysis.skipped[i] = skipped
             analysis.scores.append({})
@@ -390,20 +401,15 @@ def analyse(
         row = {}
         for clue in clues:
             best: WindowScore | None = None
-            for question_text in clue.questions:
-                q = normalize_message(question_text)
-                candidate = _question_score(
-                    vector, clue, Question(q, question_kinds(q)), window, params
-                )
+            for question in questions[clue.key]:
+                candidate = _question_score(vector, clue, question, window, params, question_checks)
                 if best is None or (candidate.blocked is None, candidate.score) > (
                     best.blocked is None,
                     best.score,
                 ):
                     best = candidate
             if best is not None and best.blocked is None:
-                best.blocked = next(
-                    (c.name for c in params.checks(ClueCheck) if c.blocks(clue, window)), None
-                )
+                best.blocked = next((c.name for c in clue_checks if c.blocks(clue, window)), None)
             if best is not None:
                 row[clue.key] = best
         analysis.scores.append(row)

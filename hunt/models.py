@@ -190,10 +190,6 @@ class Player(models.Model):
         may not: they can read or shape what players must find, so the prize is not theirs."""
         return not self.user.is_staff
 
-    def has_found_all(self, hunt: Hunt) -> bool:
-        """Whether this player has discovered every word this server guards in `hunt`."""
-        return Discovery.objects.of(hunt, player=self).count() >= hunt.guarded_count()
-
     @classmethod
     def for_user(cls, user) -> Player:
         """The player profile of an account, created on first use.

@@ -98,9 +98,9 @@ def reencrypt(token: str) -> str:
 
 # A reveal turn's reply holds the word, and the rolling summary quotes it: such texts are sealed
 # too, so a played database gives no word away either. Sealed, a text is stored as SEALED then the
-# Fernet token's bytes in hex: hex has no two letters in a row that a word could be made of, and
-# decodes to no readable text, so neither a word search nor the leak detector's decoders find
-# anything in a dump by chance (base64 tokens hold short words at random).
+# Fernet token's bytes in hex: hex holds only the letters a to f, so a word with any other letter
+# never shows in a dump by chance (a base64 token holds short words at random). The leak
+# detector's hex decoder, which reads random bytes as text, may still find a short word there.
 SEALED = "sealed:"
 
 

@@ -18,7 +18,8 @@ from django.utils import timezone
 from avatars import tasks
 from avatars.engine.prompts import message_tokens
 from avatars.models import Avatar, Conversation, Feedback, Message
-from hunt.models import Discovery, Hunt, Player
+from hunt.attack_patterns import attack_kind
+from hunt.models import Activity, Discovery, Hunt, Incident, Player
 from lostwallet import ratelimit
 from lostwallet.wire import CloseCode, ErrorCode, iso_ms
 
@@ -36,7 +37,8 @@ class SayOutcome:
 
     message_id: int | None = None
     created: bool = False
-    refusal: ErrorCode | None = None  # TOO_LONG, BUSY, OVERLOADED or RATE_LIMITED
+    # TOO_LONG, HUNT_NOT_LIVE (paused), BUSY, OVERLOADED or RATE_LIMITED
+    refusal: ErrorCode | None = None
     retry_after: int | None = None
     hunt_live: bool = True
 
@@ -52,6 +54,7 @@ class ChatSession:
     hunt_slug: str | None
     rate_per_minute: int
     burst: int
+    address: str = ""  # the client's address (bucket), for the console's incident list
 
 
 def avatar_open_to(avatar: Avatar, user) -> bool:
@@ -71,7 +74,9 @@ def chat_limits(hunt: Hunt | None) -> tuple[int, int]:
     return hunt.chat_rate_per_minute, hunt.chat_burst
 
 
-def open_conversation(user, avatar_slug: str) -> tuple[CloseCode | None, ChatSession | None]:
+def open_conversation(
+    user, avatar_slug: str, address: str | None = None
+) -> tuple[CloseCode | None, ChatSession | None]:
     """Authorises a handshake and finds or starts the (player, avatar) conversation.
 
     Returns (close code, None) when refused (contract §3.1), else (None, session).
@@ -96,6 +101,7 @@ def open_conversation(user, avatar_slug: str) -> tuple[CloseCode | None, ChatSes
         hunt_slug=avatar.hunt.slug if avatar.hunt else None,
         rate_per_minute=rate,
         burst=burst,
+        address=address or "",
     )
 
 
@@ -204,8 +210,11 @@ def is_overloaded() -> bool:
     return Message.objects.waiting().count() >= settings.MAX_WAITING_TURNS
 
 
-def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Message, bool]:
-    """Stores a player's message and starts its reply once the row is committed.
+def do_say(
+    conversation_id: int, text: str, client_id: str | None, hunt_id: int | None = None
+) -> tuple[Message, bool]:
+    """Stores a player's message and starts its reply once the row is committed; counts it in
+    the hunt's activity (`hunt_id`, the conversation's hunt).
 
     Returns (message, created). A `client_id` already used in this conversation returns the
     original message with created=False and starts nothing. Raises ConversationBusy while an
@@ -218,7 +227,8 @@ def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Mess
             # client_id lookup, the busy check and the insert one step per conversation.
             # (SQLite has no row locks; its IMMEDIATE transactions take the database write lock
             # at BEGIN instead.)
-            Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
+            now = timezone.now()
+            Conversation.objects.filter(pk=conversation_id).update(updated_at=now)
             if client_id and (original := find_say(conversation_id, client_id)):
                 return original, False
             if is_busy(conversation_id):
@@ -230,6 +240,9 @@ def do_say(conversation_id: int, text: str, client_id: str | None) -> tuple[Mess
                 client_id=client_id,
                 status=Message.Status.PENDING,
             )
+            Conversation.objects.filter(pk=conversation_id).update(last_said_at=now)
+            if hunt_id is not None:
+                Activity.bump(hunt_id, messages=1)
             # Runs after commit: a worker never looks for a row it cannot see yet.
             tasks.enqueue_reply(message)
     except IntegrityError:
@@ -248,10 +261,11 @@ def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
 
     Order: the message's length in the model's tokens (CHAT_MAX_TOKENS; counted here, off the
     event loop); a resent client_id gets its original ack before any other limit (the client
-    only wants to know its message is stored); then busy and the server's load, before the
-    rate limit, so that a refused say does not spend the player's budget; then the rate limit,
-    per player across sockets and avatars (atomic in Redis when configured); then the store,
-    which checks busy again under lock (a race lost there costs the player one unit of rate).
+    only wants to know its message is stored); then a paused hunt, busy and the server's load,
+    before the rate limit, so that a refused say does not spend the player's budget; then the
+    rate limit, per player across sockets and avatars (atomic in Redis when configured); then
+    the store, which checks busy again under lock (a race lost there costs the player one unit
+    of rate).
     """
     if message_tokens(text) > settings.CHAT_MAX_TOKENS:
         return SayOutcome(refusal=ErrorCode.TOO_LONG)
@@ -262,46 +276,66 @@ def say(session: ChatSession, text: str, client_id: str | None) -> SayOutcome:
     busy = is_busy(conversation_id)
     if client_id and (original := find_say(conversation_id, client_id)):
         return SayOutcome(message_id=original.pk)
+    hunt = (
+        Hunt.objects.filter(pk=session.hunt_id).only("starts_at", "ends_at", "paused").first()
+        if session.hunt_id is not None
+        else None
+    )
+    if hunt is not None and hunt.paused:
+        # The organizers stopped the event: nothing is stored, no rate is spent.
+        return SayOutcome(refusal=ErrorCode.HUNT_NOT_LIVE)
     if busy:
         return SayOutcome(refusal=ErrorCode.BUSY)
     if is_overloaded():
         return SayOutcome(refusal=ErrorCode.OVERLOADED, retry_after=OVERLOADED_RETRY_AFTER)
     wait = ratelimit.hit(f"chat:{session.player_id}", session.rate_per_minute, session.burst)
     if wait is not None:
+        note_incident(session, Incident.Kind.RATE_LIMITED)
         retry_after = ratelimit.retry_after_seconds(wait)
         return SayOutcome(refusal=ErrorCode.RATE_LIMITED, retry_after=retry_after)
     try:
-        message, created = do_say(conversation_id, text, client_id)
+        message, created = do_say(conversation_id, text, client_id, session.hunt_id)
     except ConversationBusy:
         return SayOutcome(refusal=ErrorCode.BUSY)
-    return SayOutcome(
-        message_id=message.pk,
-        created=created,
-        hunt_live=hunt_is_live(session.hunt_id) if created else True,
-    )
+    if created and session.hunt_id is not None and (kind := attack_kind(text)):
+        # For the organizers' attack panel only: the turn goes on exactly as any other.
+        note_incident(session, Incident.Kind.ATTACK, message_id=message.pk, detail=kind)
+    live = session.hunt_id is None or (hunt is not None and hunt.is_live())
+    return SayOutcome(message_id=message.pk, created=created, hunt_live=live)
+
+
+def note_incident(session: ChatSession, kind: str, **fields) -> None:
+    """Lists something this socket's player did on the hunt's console (nothing for an avatar
+    outside a hunt)."""
+    if session.hunt_id is not None:
+        Incident.note(kind, session.hunt_id, session.player_id, session.address, **fields)
 
 
 def do_rate(conversation_id: int, player_id: int, message_id: int, value: int) -> bool:
     """Stores thumbs up/down on an avatar message of this conversation; False when there is
     no such message. A player changing their mind updates the one row."""
-    message = Message.objects.filter(
-        pk=message_id,
-        conversation_id=conversation_id,
-        role=Message.Role.AVATAR,
-        status=Message.Status.DONE,
-    ).first()
+    message = (
+        Message.objects.filter(
+            pk=message_id,
+            conversation_id=conversation_id,
+            role=Message.Role.AVATAR,
+            status=Message.Status.DONE,
+        )
+        .select_related("conversation")
+        .first()
+    )
     if message is None:
         return False
     # Race: two rates of one message at once; update_or_create retries the read when the
     # unique (message, player) constraint refuses the second insert.
     Feedback.objects.update_or_create(
-        message=message, player_id=player_id, defaults={"value": value}
+        message=message,
+        player_id=player_id,
+        defaults={"value": value},
+        create_defaults={
+            "value": value,
+            "avatar_id": message.conversation.avatar_id,
+            "model": message.model,
+        },
     )
     return True
-
-
-def hunt_is_live(hunt_id: int | None) -> bool:
-    if hunt_id is None:
-        return True
-    hunt = Hunt.objects.filter(pk=hunt_id).only("starts_at", "ends_at").first()
-    return hunt is not None and hunt.is_live()

@@ -20,6 +20,7 @@ from django.conf import settings
 from avatars import chat, turns
 from hunt.accounts import AccountSocket
 from hunt.crypto import open_text
+from hunt.models import Incident
 from lostwallet import connections
 from lostwallet.wire import (
     GENERATION_FAILED_DETAIL,
@@ -27,6 +28,7 @@ from lostwallet.wire import (
     ErrorCode,
     discovery_frame,
     error_frame,
+    hunt_players_group,
     reply_frame,
     token_frame,
 )
@@ -44,6 +46,8 @@ MAX_FRAMES = 60
 MAX_REFUSALS = 20
 # Details of the say refusals chat.say decides (TOO_LONG's names a setting: see say_refused).
 SAY_REFUSALS = {
+    ErrorCode.HUNT_NOT_LIVE: "The organizers have paused the hunt; the avatars listen again "
+    "when it resumes.",
     ErrorCode.BUSY: "A reply is still being written.",
     ErrorCode.OVERLOADED: "The avatars have too many questions waiting; ask again shortly.",
     ErrorCode.RATE_LIMITED: "Too many messages; wait a little.",
@@ -97,7 +101,9 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["avatar_slug"]
-        code, session = await _db(chat.open_conversation)(self.scope["user"], slug)
+        code, session = await _db(chat.open_conversation)(
+            self.scope["user"], slug, connections.address_of(self.scope)
+        )
         if session is None:
             # Accept, then close: a close before accept() reaches the client as a bare HTTP
             # 403 and the contract's code would be lost.
@@ -116,6 +122,10 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
         # this consumer's queue and is relayed after `hello`; one whose turn `hello` already
         # shows as finished is dropped (see `_settled`), so nothing is lost and nothing doubled.
         await self.channel_layer.group_add(session.group, self.channel_name)
+        if session.hunt_id is not None:
+            await self.channel_layer.group_add(
+                hunt_players_group(session.hunt_id), self.channel_name
+            )
         await self.join_account_group()
         hello = await _db(chat.hello_frame)(session.conversation_id)
         self._settled = {
@@ -135,6 +145,10 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
         for watcher in self.watchers.values():
             watcher.cancel()
         await self.channel_layer.group_discard(self.session.group, self.channel_name)
+        if self.session.hunt_id is not None:
+            await self.channel_layer.group_discard(
+                hunt_players_group(self.session.hunt_id), self.channel_name
+            )
         await self.leave_account_group()
         await self.places.give_back()
 
@@ -251,6 +265,9 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
                 reply_to=event["reply_to"],
             )
 
+    async def hunt_announcement(self, event: dict) -> None:
+        await self.send_json(event["frame"])
+
     # Helpers -------------------------------------------------------------------------------
 
     def _settle(self, reply_to: int) -> bool:
@@ -297,3 +314,4 @@ class ChatConsumer(AccountSocket, AsyncJsonWebsocketConsumer):
         logger.info("closing flooding chat socket of player %s", self.session.player_id)
         self.closing = True
         await self.close(CloseCode.FLOOD.value)
+        await _db(chat.note_incident)(self.session, Incident.Kind.FLOOD)

@@ -93,6 +93,9 @@ class Conversation(models.Model):
     # Quotes the turns it folds, reveal replies included: sealed at rest (hunt.crypto).
     summary = SealedTextField(blank=True)
     summary_upto = models.BigIntegerField(null=True, blank=True)
+    # When the player last said something (opening a chat is not talking): the console's
+    # active players and "talked to the avatar" read this through the index below.
+    last_said_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,6 +104,9 @@ class Conversation(models.Model):
         constraints = [
             # Race: a player's two tabs opening the same avatar at once.
             models.UniqueConstraint(fields=["player", "avatar"], name="conversation_per_pair"),
+        ]
+        indexes = [
+            models.Index(fields=["avatar", "last_said_at"], name="conversation_avatar_said"),
         ]
 
     def __str__(self) -> str:
@@ -164,6 +170,10 @@ class Message(models.Model):
     # Set when a generation job claims the turn; lets a redelivered job take over a dead one.
     claimed_at = models.DateTimeField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # On a reply: how long its player waited for the first streamed text, from the moment the
+    # question was stored, and the model that wrote it (feedback belongs to a model).
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = MessageQuerySet.as_manager()
@@ -181,6 +191,8 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "id"], name="message_conversation_id"),
             models.Index(fields=["status"], name="message_status"),
+            # The console's service figures read the last minutes of replies and failures.
+            models.Index(fields=["created_at"], name="message_created"),
         ]
 
     def __str__(self) -> str:
@@ -191,6 +203,10 @@ class Feedback(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
     player = models.ForeignKey("hunt.Player", on_delete=models.CASCADE, related_name="feedback")
     value = models.SmallIntegerField(choices=[(1, "👍"), (-1, "👎")])
+    # Copied from the rated reply, so the console's rates per avatar and per model read this
+    # table alone instead of joining a million messages.
+    avatar = models.ForeignKey(Avatar, null=True, on_delete=models.CASCADE, related_name="feedback")
+    model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -203,3 +219,23 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.value:+d} on {self.message_id}"
+
+
+class WorkerBeat(models.Model):
+    """A generation worker process saying it is alive, every BEAT_SECONDS (avatars/tasks.py):
+    the console's "workers alive" and the model each one serves."""
+
+    BEAT_SECONDS = 15
+    # Three beats missed: the process is gone or stuck.
+    ALIVE_SECONDS = 3 * BEAT_SECONDS
+
+    name = models.CharField(max_length=200, unique=True)  # host:pid
+    model = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
+from django.utils.timezone import now
 
 from avatars import engine as avatar_engine
 from avatars.engine import prompts
-from avatars.models import Message
+from avatars.models import Message, WorkerBeat
 from avatars.publishing import Publisher, server_loop
 from avatars.turns import TIME_LIMIT_GRACE, run_turn
 from hunt import leaks
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_beat_lock = threading.Lock()
 
 
 def local_pool() -> ThreadPoolExecutor:
@@ -49,7 +53,47 @@ def local_pool() -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(
                 max_workers=settings.GENERATION_THREADS, thread_name_prefix="generation"
             )
+            # This process generates replies itself: the console lists it among the workers.
+            start_beating()
         return _pool
+
+
+# Heartbeats ------------------------------------------------------------------------------------
+
+_beating_pid: int | None = None
+
+
+def beat(name: str, started_at) -> None:
+    """Says this generation process is alive and which model it serves (WorkerBeat)."""
+    WorkerBeat.objects.update_or_create(
+        name=name,
+        defaults={"model": settings.AVATAR_MODEL, "started_at": started_at, "seen_at": now()},
+    )
+
+
+def start_beating() -> None:
+    """Starts this process's heartbeat thread, once per process (a forked child starts its
+    own: threads do not survive a fork)."""
+    global _beating_pid
+    with _beat_lock:
+        if _beating_pid == os.getpid():
+            return
+        _beating_pid = os.getpid()
+    name, started_at = f"{socket.gethostname()}:{os.getpid()}", now()
+
+    def run() -> None:
+        while True:
+            try:
+                beat(name, started_at)
+            except Exception:
+                # The database is away for a moment: the console shows the worker late, and
+                # the next beat puts it right.
+                logger.exception("worker heartbeat failed")
+            finally:
+                close_old_connections()
+            time.sleep(WorkerBeat.BEAT_SECONDS)
+
+    threading.Thread(target=run, name="worker-heartbeat", daemon=True).start()
 
 
 def enqueue_reply(message: Message) -> None:
@@ -111,6 +155,7 @@ def warm_engine() -> None:
     engine.generate(prompt.ids, Sampling(temperature=0, max_new_tokens=4))
     leaks.seed_words_in([prompt.system])
     logger.info("avatar engine ready in %.1fs", time.monotonic() - started)
+    start_beating()
 
 
 @worker_process_init.connect

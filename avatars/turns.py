@@ -37,6 +37,7 @@ from avatars.engine.cleaning import ReplyCleaner
 from avatars.models import Conversation, Message
 from avatars.publishing import Publisher, server_loop
 from hunt.crypto import seal_text
+from hunt.models import Incident
 from lostwallet.wire import chat_event, discovery_frame, failed_event, reply_frame, token_frame
 
 logger = logging.getLogger(__name__)
@@ -201,14 +202,18 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
         engine = avatar_engine.get_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
         guard = leaks.ReplyGuard(message, outcome, said_in(parts))
-        text = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
-    if text is None:
+        streamed = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
+    if streamed is None:
         logger.info("turn %s was taken over or expired; stopping", message.pk)
         return
-    reply = store_reply(message, lease, text, prompt, engine.tokenizer)
+    text, waited_ms = streamed
+    reply = store_reply(message, lease, text, prompt, engine.tokenizer, waited_ms)
     if reply is None:
         logger.info("turn %s was taken over or expired while generating", message.pk)
         return
+    if guard.tripped and hunt is not None:
+        # The organizers' attack panel: which turns the guard had to cut (never the word).
+        Incident.note(Incident.Kind.GUARD, hunt.pk, conversation.player_id, message_id=message.pk)
     # After commit (store_reply's transaction is over). Discoveries first: the contract
     # promises that a discovered word is in this turn's reply text.
     for r in outcome.reveals:
@@ -258,8 +263,9 @@ def stream_reply(
     engine, prompt, parts, message: Message, guard, publisher: Publisher, heartbeat: Heartbeat
 ) -> str | None:
     """Streams the reply through the cleaner and the guard to the conversation's group in
-    chunks of about FLUSH_SECONDS; returns its text, or None when the turn stopped being this
-    job's meanwhile."""
+    chunks of about FLUSH_SECONDS; returns its text and how long the player waited for its
+    first chunk (ms since the question was stored; None when nothing streamed before the
+    end), or None when the turn stopped being this job's meanwhile."""
     # Here, not at the top: engine.py imports torch, and the web tier imports this module.
     from avatars.engine.engine import Request, Sampling
 
@@ -287,6 +293,7 @@ def stream_reply(
         max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
     )
     pending, last_flush = "", time.monotonic()
+    first_at = None
     complete = True
     try:
         for raw in stream:
@@ -295,6 +302,7 @@ def stream_reply(
             if pending and now - last_flush >= FLUSH_SECONDS:
                 publisher.send(group, sealed_event(token_frame(message.pk, pending)))
                 pending, last_flush = "", now
+                first_at = first_at or timezone.now()
             if heartbeat.lost:
                 return None
             if cleaner.stop or now > deadline:
@@ -307,12 +315,17 @@ def stream_reply(
     pending += guard.finish()
     if pending:
         publisher.send(group, sealed_event(token_frame(message.pk, pending)))
-    return guard.text
+        first_at = first_at or timezone.now()
+    waited = None if first_at is None else (first_at - message.created_at).total_seconds()
+    return guard.text, None if waited is None else max(round(waited * 1000), 0)
 
 
-def store_reply(message, lease: TurnLease, text: str, prompt, tokenizer) -> Message | None:
-    """Stores the reply and the conversation's new summary in one transaction; None when this
-    job no longer owns the turn (then nothing is written)."""
+def store_reply(
+    message, lease: TurnLease, text: str, prompt, tokenizer, first_token_ms: int | None = None
+) -> Message | None:
+    """Stores the reply (with the model that wrote it and its time to first token) and the
+    conversation's new summary in one transaction; None when this job no longer owns the turn
+    (then nothing is written)."""
     try:
         with transaction.atomic():
             # Race: a watcher failing the turn, or a job taking over a lease it thinks stale,
@@ -327,6 +340,8 @@ def store_reply(message, lease: TurnLease, text: str, prompt, tokenizer) -> Mess
                 text=text,
                 status=Message.Status.DONE,
                 reply_to=owned,
+                first_token_ms=first_token_ms,
+                model=settings.AVATAR_MODEL,
             )
             owned.status = Message.Status.DONE
             owned.prompt_tokens = prompt.tokens

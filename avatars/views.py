@@ -43,6 +43,11 @@ def chat_strings() -> dict[str, str]:
         "hunt_not_live": _(
             "The hunt is not running right now: the avatars talk, but no word can be found."
         ),
+        "hunt_paused": _(
+            "The organizers have paused the hunt. Your message was not sent; try again when "
+            "it resumes."
+        ),
+        "announcement": _("Announcement from the organizers: %(text)s"),
         "not_found": _("That reply no longer exists."),
         "discovery": _("You found word #%(position)s: %(word)s"),
         "word_number": _("Word #%(position)s"),

@@ -13,6 +13,8 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from hunt.bip39 import bip39_words
@@ -130,14 +132,25 @@ class SeedWordInline(SuperusersEdit, admin.TabularInline):
 
 @admin.register(Hunt)
 class HuntAdmin(admin.ModelAdmin):
-    list_display = ["title", "slug", "status_label", "starts_at", "ends_at", "winner", "players"]
-    list_filter = ["registration_open", "starts_at"]
+    list_display = [
+        "title",
+        "slug",
+        "status_label",
+        "starts_at",
+        "ends_at",
+        "winner",
+        "players",
+        "console_link",
+    ]
+    list_filter = ["registration_open", "paused", "starts_at"]
     search_fields = ["title", "slug", "description"]
-    readonly_fields = ["winner", "won_at", "created_at", "updated_at"]
+    readonly_fields = ["console_link", "winner", "won_at", "created_at", "updated_at"]
+    filter_horizontal = ["organizers"]
     inlines = [SeedWordInline]
     fieldsets = [
-        (None, {"fields": ["title", "slug", "description", "prize"]}),
-        (_("Schedule"), {"fields": ["starts_at", "ends_at", "registration_open"]}),
+        (None, {"fields": ["title", "slug", "description", "prize", "console_link"]}),
+        (_("Schedule"), {"fields": ["starts_at", "ends_at", "registration_open", "paused"]}),
+        (_("Organizers"), {"fields": ["organizers"]}),
         (_("The phrase"), {"fields": ["phrase_hash"], "classes": ["collapse"]}),
         (
             _("Claims"),
@@ -178,11 +191,18 @@ class HuntAdmin(admin.ModelAdmin):
     def players(self, obj):
         return obj.n_players
 
+    @admin.display(description=_("live console"))
+    def console_link(self, obj):
+        if obj.pk is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("console", args=[obj.slug]), _("Open"))
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if request.user.is_superuser:
             return fields
-        return [*fields, "phrase_hash", "title", "description", "prize"]
+        # Who runs the console is the superusers' call: no organizer adds themselves.
+        return [*fields, "phrase_hash", "title", "description", "prize", "organizers"]
 
     def save_model(self, request, obj, form, change):
         check_no_guarded_words(obj, [obj.title, obj.description, obj.prize])

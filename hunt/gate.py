@@ -17,14 +17,16 @@ bring the clue's public hint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.core.cache import cache as django_cache
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from hunt import leaderboard
 from hunt.leaks import normalize_message, words_of
 from hunt.matcher import ClueSpec, match, vocabulary_of
-from hunt.models import Clue, Discovery
+from hunt.models import Activity, Clue, Discovery, NearMiss
 
 HINT_AFTER = 2  # near misses before the clue's hint is offered
 
@@ -76,6 +78,17 @@ def count_near_miss(hunt, player) -> int:
     return count
 
 
+def note_near_miss(hunt, clue, player, message, score: float, count: int) -> None:
+    """Records a near miss for the organizers' console (its stuck questions, its cooldowns in
+    force): the `count`-th of the player's budget, which started a cooldown when it spent it
+    (count_near_miss)."""
+    started = count >= max(int(hunt.gate_attempts), 1)
+    until = timezone.now() + timedelta(seconds=hunt.gate_cooldown_seconds) if started else None
+    NearMiss.objects.create(
+        hunt=hunt, clue=clue, player=player, message=message, score=score, cooldown_until=until
+    )
+
+
 def _reveal(discovery, clue, word: str) -> Reveal:
     return Reveal(
         position=discovery.word.position,
@@ -115,6 +128,7 @@ def record_discovery(player, clue, message):
                     return None
         if discovery is None:
             return None
+        Activity.bump(hunt_id, discoveries=1)
         transaction.on_commit(lambda: leaderboard.announce_leaderboard_change(hunt_id))
     return discovery
 
@@ -194,6 +208,7 @@ def open_clues(message) -> GateOutcome:
         return GateOutcome()
     count = count_near_miss(hunt, player)
     near_clue = by_key[near[0]]
+    note_near_miss(hunt, near_clue, player, message, decision.best.get(near_clue.pk, 0.0), count)
     hint = None
     if count >= HINT_AFTER and near_clue.hints:
         hint = near_clue.hints[count % len(near_clue.hints)]

@@ -157,6 +157,7 @@ class Decision:
     score: float = 0.0
     near: list[object] = field(default_factory=list)  # keys of clues nearly matched
     reason: str = ""
+    best: dict[object, float] = field(default_factory=dict)  # each clue's best window score
 
 
 # Checks -----------------------------------------------------------------------------------------
@@ -426,8 +427,11 @@ def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None 
     one_clue = {c.scope: c.name for c in params.checks(OneClueCheck)}
     passing: list[tuple[float, object]] = []
     near: set[object] = set()
+    best: dict[object, float] = {}
     refused = ""
     for row in analysis.scores:
+        for key, s in row.items():
+            best[key] = max(best.get(key, 0.0), s.score)
         here = [(s.score, key) for key, s in row.items() if s.blocked is None
                 and s.score >= thresholds[key]]  # fmt: skip
         for key, s in row.items():
@@ -440,9 +444,9 @@ def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None 
     several = len({key for _score, key in passing}) > 1 and "message" in one_clue
     if analysis.stuffed or several or not passing:
         reason = analysis.stuffed or (one_clue["message"] if several else refused)
-        return Decision(near=sorted(near, key=str), reason=reason)
+        return Decision(near=sorted(near, key=str), reason=reason, best=best)
     score, key = max(passing, key=lambda p: (p[0], str(p[1])))
-    return Decision(opened=key, score=score, near=sorted(near - {key}, key=str))
+    return Decision(opened=key, score=score, near=sorted(near - {key}, key=str), best=best)
 
 
 def match(

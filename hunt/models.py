@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache as django_cache
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -57,6 +58,17 @@ class Hunt(models.Model):
     # Django password-hasher format ("pbkdf2_sha256$..."): the full phrase is never stored.
     phrase_hash = models.CharField(max_length=256)
     registration_open = models.BooleanField(default=True)
+    # An organizer's stop (an incident, a break in a live show): while paused the avatars take
+    # no message and no claim is judged; the time window (status) is left as it was.
+    paused = models.BooleanField(
+        default=False, help_text=_("Chat and claims answer hunt_not_live while paused.")
+    )
+    organizers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="organized_hunts",
+        help_text=_("Staff who run this hunt's live console (superusers always may)."),
+    )
 
     chat_rate_per_minute = models.PositiveSmallIntegerField(
         default=10, help_text=_("Messages a player may send per minute.")
@@ -119,7 +131,15 @@ class Hunt(models.Model):
         return self.Status.LIVE
 
     def is_live(self) -> bool:
-        return self.status == self.Status.LIVE
+        """Within its time window and not paused: words open and claims are judged."""
+        return not self.paused and self.status == self.Status.LIVE
+
+    def run_by(self, user) -> bool:
+        """Whether `user` runs this hunt's live console: superusers, and the staff named among
+        its organizers."""
+        if not (user.is_authenticated and user.is_active and user.is_staff):
+            return False
+        return user.is_superuser or self.organizers.filter(pk=user.pk).exists()
 
     def guarded_count(self) -> int:
         """How many of the phrase's words this server guards (the others are hidden elsewhere)."""
@@ -172,6 +192,9 @@ class Player(models.Model):
     hidden = models.BooleanField(
         default=False, help_text=_("Left out of leaderboards (staff, testers).")
     )
+    # Set with the account's deactivation (console.actions.suspend_player), which is what
+    # actually shuts the account out: sign-in, tokens and open sockets.
+    suspended_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -375,3 +398,156 @@ class ApiToken(models.Model):
             return None
         cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token.user
+
+
+class ActivityQuerySet(models.QuerySet):
+    def since(self, hunt, start):
+        return self.filter(hunt=hunt, minute__gte=start)
+
+
+class Activity(models.Model):
+    """A hunt's counters for one minute: messages players sent, words they found.
+
+    The console's charts and rates read these few rows instead of counting a million messages.
+    `bump` adds to them in the writer's transaction, so a rolled-back say counts nothing.
+    """
+
+    hunt = models.ForeignKey(Hunt, on_delete=models.CASCADE, related_name="activity")
+    minute = models.DateTimeField()
+    messages = models.PositiveIntegerField(default=0)
+    discoveries = models.PositiveIntegerField(default=0)
+
+    objects = ActivityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "activity"
+        constraints = [
+            models.UniqueConstraint(fields=["hunt", "minute"], name="activity_once_per_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hunt_id} at {self.minute:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def bump(cls, hunt_id: int, **counts: int) -> None:
+        """Adds `counts` (field=amount) to this minute's row of the hunt.
+
+        Race: the first events of a minute, at once. Both updates find no row and both insert;
+        the unique (hunt, minute) constraint lets one in, and the other adds to it.
+        """
+        minute = timezone.now().replace(second=0, microsecond=0)
+        increments = {name: models.F(name) + n for name, n in counts.items()}
+        rows = cls.objects.filter(hunt_id=hunt_id, minute=minute)
+        if rows.update(**increments):
+            return
+        try:
+            with transaction.atomic():  # a savepoint: a refused insert keeps the outer one
+                cls.objects.create(hunt_id=hunt_id, minute=minute, **counts)
+        except IntegrityError:
+            rows.update(**increments)
+
+
+class NearMiss(models.Model):
+    """A player message that came close to a clue and did not open it: what the console's
+    "stuck questions" list groups, and the near-miss budget's record (a cooldown it started)."""
+
+    hunt = models.ForeignKey(Hunt, on_delete=models.CASCADE, related_name="near_misses")
+    clue = models.ForeignKey(Clue, on_delete=models.CASCADE, related_name="near_misses")
+    player = models.ForeignKey(Player, on_delete=models.CASCADE, related_name="near_misses")
+    message = models.ForeignKey(
+        "avatars.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    score = models.FloatField()
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "near misses"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["clue", "created_at"], name="nearmiss_clue_time"),
+            models.Index(fields=["clue", "player"], name="nearmiss_clue_player"),
+            models.Index(fields=["hunt", "cooldown_until"], name="nearmiss_cooldown"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.player} near #{self.clue_id} ({self.score:.2f})"
+
+
+class Incident(models.Model):
+    """Something the console's attack panel lists: the reply guard acting on a turn, a message
+    that reads like an attack, a refused or closed socket, a suspension."""
+
+    class Kind(models.TextChoices):
+        GUARD = "guard", _("reply guard acted")
+        ATTACK = "attack", _("attack-like message")
+        RATE_LIMITED = "rate_limited", _("rate limited")
+        FLOOD = "flood", _("socket closed for flooding")
+        SUSPENDED = "suspended", _("player suspended")
+
+    THROTTLED = frozenset({Kind.RATE_LIMITED})
+
+    hunt = models.ForeignKey(
+        Hunt, null=True, blank=True, on_delete=models.CASCADE, related_name="incidents"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    player = models.ForeignKey(
+        Player, null=True, blank=True, on_delete=models.CASCADE, related_name="incidents"
+    )
+    address = models.CharField(max_length=64, blank=True)
+    message = models.ForeignKey(
+        "avatars.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A category or a short reason, never a guarded word nor the message itself.
+    detail = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["hunt", "created_at"], name="incident_hunt_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.player_id or self.address}"
+
+    @classmethod
+    def note(
+        cls,
+        kind: str,
+        hunt_id: int,
+        player_id: int | None,
+        address: str = "",
+        message_id: int | None = None,
+        detail: str = "",
+    ) -> None:
+        """Records an incident. A player's repeated refusals of one kind count once a minute
+        (THROTTLED): a flood of refused frames must not become a flood of rows."""
+        if kind in cls.THROTTLED and player_id is not None:
+            if not django_cache.add(f"incident:{kind}:{player_id}", 1, timeout=60):
+                return
+        cls.objects.create(
+            kind=kind,
+            hunt_id=hunt_id,
+            player_id=player_id,
+            address=address[:64],
+            message_id=message_id,
+            detail=detail[:120],
+        )
+
+
+class Announcement(models.Model):
+    """A line organizers broadcast to every player connected to the hunt's avatars."""
+
+    hunt = models.ForeignKey(Hunt, on_delete=models.CASCADE, related_name="announcements")
+    text = models.CharField(max_length=300)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text

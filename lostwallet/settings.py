@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "ninja",
     "hunt",
     "avatars",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -267,6 +268,10 @@ GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 180, minimum=1)
 # `registration_open` must exist too (hunt/forms.py registration_is_open).
 REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
 LEADERBOARD_ROWS = env_int("LEADERBOARD_ROWS", 100, minimum=1)
+# The organizers' console computes its figures at most once per this many seconds per hunt (and
+# audience), however many organizers watch; its page polls every CONSOLE_POLL_SECONDS.
+CONSOLE_CACHE_SECONDS = env_int("CONSOLE_CACHE_SECONDS", 2, minimum=0)
+CONSOLE_POLL_SECONDS = env_int("CONSOLE_POLL_SECONDS", 4, minimum=1)
 # Days a bearer token from /api/v1/auth/token or /auth/register works (hunt.models.ApiToken).
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 

@@ -23,6 +23,7 @@ urlpatterns = [
     path("accounts/login/", hunt_views.SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("console.urls")),
     path("", include("avatars.urls")),
     path("", include("hunt.urls")),
 ]

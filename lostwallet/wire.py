@@ -83,6 +83,16 @@ def discovery_frame(position: int, word: str, hunt: str | None, first: bool) -> 
     return {"type": "discovery", "position": position, "word": word, "hunt": hunt, "first": first}
 
 
+def announcement_frame(hunt: str, text: str, at: datetime) -> dict:
+    """What the organizers broadcast to every player connected to the hunt's avatars."""
+    return {"type": "announcement", "hunt": hunt, "text": text, "at": iso_ms(at)}
+
+
+def hunt_players_group(hunt_id: int) -> str:
+    """The group every chat socket to an avatar of the hunt joins: announcements go there."""
+    return f"hunt.{hunt_id}.players"
+
+
 def chat_event(frame: dict) -> dict:
     """The group event that carries `frame` from the turn pipeline to the chat sockets of a
     conversation: `chat.<frame type>`, which the consumer's `chat_<frame type>` relays."""

@@ -10,6 +10,7 @@
   const statusEl = document.getElementById("chat-status");
   const announcer = document.getElementById("announcer");
   const noticeEl = document.getElementById("hunt-notice");
+  const announcementEl = document.getElementById("hunt-announcement");
   const discoveriesEl = document.getElementById("discoveries");
   const form = document.getElementById("composer");
   const input = document.getElementById("chat-input");
@@ -411,12 +412,22 @@
         markFailed(frame.reply_to);
         endTurn(frame.reply_to);
         announce(t("generation_failed", { name: avatarName }));
+      } else if (frame.code === "hunt_not_live" && frame.client_id) {
+        // A say refused while the organizers pause the hunt: nothing was stored.
+        noticeEl.textContent = t("hunt_paused");
+        noticeEl.hidden = false;
+        refused({ code: "hunt_paused", client_id: frame.client_id });
       } else if (frame.code === "hunt_not_live") {
         noticeEl.textContent = t("hunt_not_live");
         noticeEl.hidden = false;
       } else {
         refused(frame);
       }
+    },
+    announcement: function (frame) {
+      announcementEl.textContent = frame.text;
+      announcementEl.hidden = false;
+      announce(t("announcement", { text: frame.text }));
     },
     queued: function () {},
     pong: function () {

@@ -182,7 +182,12 @@ def hello_frame(conversation_id: int) -> dict:
         "hunt": (
             None
             if hunt is None
-            else {"slug": hunt.slug, "title": hunt.title, "status": str(hunt.status)}
+            else {
+                "slug": hunt.slug,
+                "title": hunt.title,
+                "status": str(hunt.status),
+                "paused": hunt.paused,
+            }
         ),
     }
 

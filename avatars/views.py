@@ -47,6 +47,9 @@ def chat_strings() -> dict[str, str]:
             "The organizers have paused the hunt. Your message was not sent; try again when "
             "it resumes."
         ),
+        "hunt_paused_now": _(
+            "The organizers have paused the hunt; the avatars listen again when it resumes."
+        ),
         "announcement": _("Announcement from the organizers: %(text)s"),
         "not_found": _("That reply no longer exists."),
         "discovery": _("You found word #%(position)s: %(word)s"),

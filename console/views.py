@@ -114,6 +114,7 @@ def labels() -> dict:
         "seen": _("seen"),
         "no_workers": _("No worker has reported yet."),
         "sent": _("Sent"),
+        "now": _("now"),
     }
 
 

@@ -150,6 +150,8 @@ class HuntOut(Schema):
     slug: str
     title: str
     status: Literal["upcoming", "live", "ended"]
+    # Additive: organizers paused the hunt (chat and claims answer hunt_not_live meanwhile).
+    paused: bool
     starts_at: datetime
     ends_at: datetime
 
@@ -376,6 +378,7 @@ def list_hunts(request):
             "slug": h.slug,
             "title": h.title,
             "status": h.status,
+            "paused": h.paused,
             "starts_at": h.starts_at,
             "ends_at": h.ends_at,
         }
@@ -405,6 +408,7 @@ def hunt_detail(request, slug: str):
         "title": hunt.title,
         "description": hunt.description,
         "status": hunt.status,
+        "paused": hunt.paused,
         "starts_at": hunt.starts_at,
         "ends_at": hunt.ends_at,
         "prize": hunt.prize,

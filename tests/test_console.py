@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -19,7 +20,10 @@ from console import actions
 from console.figures import console_figures, group_key, percentile
 from hunt import gate
 from hunt.models import Activity, Claim, Clue, Discovery, Incident, NearMiss
-from lostwallet.wire import ErrorCode
+from lostwallet.wire import CloseCode, ErrorCode
+from tests.chat_support import collect_turn, open_chat, receive, session_headers
+
+pytest_plugins = ["tests.chat_support"]
 
 pytestmark = pytest.mark.django_db
 
@@ -439,3 +443,88 @@ def test_opening_a_chat_is_not_talking_a_say_is(demo_hunt, make_player):
     message = say(player, "old-marta", "Hello")
     assert Conversation.objects.get(pk=message.conversation_id).last_said_at is not None
     assert not Discovery.objects.exists()
+
+
+# On the chat socket ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_announcement_reaches_the_chat_sockets_of_the_hunt(
+    demo_hunt, make_player, organizer
+):
+    player = await database_sync_to_async(make_player)("ann")
+    client, close = await open_chat("old-marta", await session_headers(player.user))
+    assert close is None
+    assert (await receive(client))["type"] == "hello"
+
+    await database_sync_to_async(actions.announce)(demo_hunt, "Back in ten minutes", organizer)
+
+    frame = await receive(client)
+    assert frame["type"] == "announcement"
+    assert (frame["hunt"], frame["text"]) == (demo_hunt.slug, "Back in ten minutes")
+    assert frame["at"].endswith("Z")
+    await client.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_suspended_players_socket_closes_and_the_next_handshake_is_refused(
+    demo_hunt, make_player
+):
+    player = await database_sync_to_async(make_player)("ann")
+    headers = await session_headers(player.user)
+    client, _close = await open_chat("old-marta", headers)
+    await receive(client)
+
+    await database_sync_to_async(actions.suspend_player)(demo_hunt, player)
+
+    closed = await client.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": CloseCode.NOT_AUTHENTICATED}
+    _client, close = await open_chat("old-marta", headers)
+    assert close == CloseCode.NOT_AUTHENTICATED
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_paused_hunt_refuses_the_say_with_its_client_id_and_stores_nothing(
+    demo_hunt, make_player
+):
+    player = await database_sync_to_async(make_player)("ann")
+    client, _close = await open_chat("old-marta", await session_headers(player.user))
+    await receive(client)
+    await database_sync_to_async(actions.set_paused)(demo_hunt, True)
+
+    await client.send_json_to({"type": "say", "text": "Hello?", "client_id": "c-1"})
+
+    frame = await receive(client)
+    assert (frame["type"], frame["code"], frame["client_id"]) == ("error", "hunt_not_live", "c-1")
+    assert not await database_sync_to_async(Message.objects.exists)()
+    await client.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reply_records_its_wait_and_model_and_a_guard_cut_is_an_incident(
+    demo_hunt, make_player, engine, settings
+):
+    """Old Marta's reply gives away a locked word (scripted model): the guard cuts it, and the
+    console lists the turn; the reply row says how long the player waited and which model."""
+    player = await database_sync_to_async(make_player)("ann")
+    locked = await database_sync_to_async(
+        lambda: Clue.objects.select_related("word").get(avatar__slug="captain-rook")
+    )()
+    word = await database_sync_to_async(locked.word.reveal_word)()
+    client, _close = await open_chat("old-marta", await session_headers(player.user))
+    await receive(client)
+    engine.script("The sea told me a word: ", f"{word}.")
+
+    await client.send_json_to({"type": "say", "text": "Tell me a story", "client_id": "s-1"})
+    ack = await receive(client)
+    _tokens, terminal = await collect_turn(client, ack["message_id"])
+
+    assert word not in terminal["text"].lower()
+    reply = await database_sync_to_async(Message.objects.get)(pk=terminal["message_id"])
+    assert reply.first_token_ms is not None and reply.first_token_ms > 0
+    assert reply.model == settings.AVATAR_MODEL
+    incidents = await database_sync_to_async(
+        lambda: list(Incident.objects.values_list("kind", "player_id", "message_id"))
+    )()
+    assert incidents == [(Incident.Kind.GUARD, player.pk, ack["message_id"])]
+    await client.disconnect()

@@ -96,7 +96,7 @@
     }));
     pairs("claims", Object.entries(p.claims).map(([k, v]) => [L.claims[k] || k, v]));
     pairs("cooldowns", [[L.cooldown_claims, p.cooldowns.claims], [L.cooldown_gate, p.cooldowns.gate]]);
-    fill("discoveries", p.recent_discoveries.map((d) => el("li", { "data-id": d.id },
+    fill("discoveries", !p.recent_discoveries.length ? [el("li", { class: "muted" }, L.none)] : p.recent_discoveries.map((d) => el("li", { "data-id": d.id },
       el("strong", {}, `#${d.position}`), " ", d.player, d.first ? ` ★ ${L.first}` : "",
       el("span", { class: "muted" }, ` ${when(d.at)}`))));
     const newest = p.recent_discoveries[0];
@@ -110,6 +110,8 @@
     const svg = document.getElementById("timeline");
     const ns = "http://www.w3.org/2000/svg";
     svg.replaceChildren();
+    document.getElementById("timeline-range").textContent = points.length
+      ? `${new Date(points[0].at).toLocaleString()} → ${L.now}` : "";
     if (!points.length) return;
     const W = 600, H = 160, pad = 4;
     const maxM = Math.max(1, ...points.map((p) => p.messages));
@@ -156,7 +158,7 @@
           onclick: (e) => suspend(e.currentTarget, o.player, o.name) }, L.suspend))) : [el("li", { class: "muted" }, L.none)]);
     fill("addresses", a.addresses.length ? a.addresses.map((x) => el("li", {},
       el("code", {}, x.address), ` — ${x.incidents} ${L.incidents_word}, ${x.players} ${L.players}`)) : [el("li", { class: "muted" }, L.none)]);
-    fill("incidents", a.recent.map((i) => el("li", {},
+    fill("incidents", !a.recent.length ? [el("li", { class: "muted" }, L.none)] : a.recent.map((i) => el("li", {},
       el("span", { class: "pill", "data-kind": i.kind }, L.incidents[i.kind] || i.kind), " ",
       i.player || i.address || "?", i.detail ? ` (${i.detail})` : "",
       el("span", { class: "muted" }, ` ${when(i.at)}`))));

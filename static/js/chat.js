@@ -362,7 +362,10 @@
       for (const d of frame.discoveries) showDiscovery(d.position, d.word, false, true);
       pendingReply = frame.pending;
       if (pendingReply !== null) streamElement(pendingReply);
-      if (frame.hunt && frame.hunt.status !== "live") {
+      if (frame.hunt && frame.hunt.paused) {
+        noticeEl.textContent = t("hunt_paused_now");
+        noticeEl.hidden = false;
+      } else if (frame.hunt && frame.hunt.status !== "live") {
         noticeEl.textContent = t("hunt_not_live");
         noticeEl.hidden = false;
       }

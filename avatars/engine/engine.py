@@ -33,12 +33,12 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
+from avatars.engine import scheduling
 from avatars.engine.kvcache import CacheView, KVSlab, PrefixCache
 from avatars.engine.loading import LoadedModel
 
@@ -88,10 +88,17 @@ class Completion:
     cached_tokens: int  # prompt tokens whose key/values came from the prefix cache
     submitted_at: float
     token_times: list[float] = field(default_factory=list)
+    # When the engine began its prefill (left the waiting queue); None if it never did.
+    admitted_at: float | None = None
 
     @property
     def ttft(self) -> float | None:
         return self.token_times[0] - self.submitted_at if self.token_times else None
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds spent waiting for admission, before any of its prefill ran."""
+        return None if self.admitted_at is None else self.admitted_at - self.submitted_at
 
 
 class EngineError(RuntimeError):
@@ -119,6 +126,7 @@ class Stream:
         self._token_times: list[float] = []
         self._text = ""
         self._finish: tuple[str, BaseException | None, int] | None = None
+        self.admitted_at: float | None = None  # written once by the engine thread
 
     # Engine side (engine thread only) --------------------------------------------------------
 
@@ -185,6 +193,7 @@ class Stream:
             cached_tokens=cached,
             submitted_at=self.submitted_at,
             token_times=list(self._token_times),
+            admitted_at=self.admitted_at,
         )
 
     def _raise_if_failed(self) -> None:
@@ -207,10 +216,14 @@ class Stream:
 class _Sequence:
     """Engine-thread state of one request."""
 
-    def __init__(self, stream: Stream, device):
+    def __init__(self, stream: Stream, device, arrival: int):
         self.stream = stream
         sampling = stream.request.sampling
         self.sampling = sampling
+        # For the admission order (scheduling.py).
+        self.arrival = arrival
+        self.replying = sampling.max_new_tokens > 0
+        self.overtaken = 0
         self.prompt = torch.tensor(stream.request.prompt_ids, dtype=torch.long)
         self.fed: list[int] = list(stream.request.prompt_ids)  # tokens whose KV is computed
         self.generated: list[int] = []
@@ -260,13 +273,16 @@ class Engine:
         )
         self._columns = 0  # filled columns of the batch slab
         self._running: list[_Sequence] = []  # row i of the slab is _running[i]
-        self._waiting: deque[_Sequence] = deque()
+        self._waiting: list[_Sequence] = []
+        self._arrivals = 0
         self._prefilling: _Sequence | None = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
         self.steps = 0
         self.decoded_tokens = 0
+        # Set to a list to record one dict per busy turn of the loop (bench_engine --trace).
+        self.trace: list[dict] | None = None
         self._thread = threading.Thread(target=self._loop, name="avatar-engine", daemon=True)
         self._thread.start()
 
@@ -316,7 +332,9 @@ class Engine:
     def _turn(self) -> bool:
         while True:
             try:
-                self._waiting.append(_Sequence(self._inbox.get_nowait(), self.device))
+                stream = self._inbox.get_nowait()
+                self._arrivals += 1
+                self._waiting.append(_Sequence(stream, self.device, self._arrivals))
             except queue.Empty:
                 break
         for seq in [s for s in self._waiting if s.stream.cancelled]:
@@ -329,25 +347,39 @@ class Engine:
             if self._running[row].stream.cancelled:
                 self._finish_row(row, "cancelled")
         if self._prefilling is None and self._waiting and len(self._running) < self.max_batch:
-            # A player waiting for a reply goes before a warm-up of someone's next turn.
-            replying = [s for s in self._waiting if s.sampling.max_new_tokens]
-            chosen = replying[0] if replying else self._waiting[0]
-            self._waiting.remove(chosen)
-            self._begin_prefill(chosen)
+            self._begin_prefill(scheduling.admit(self._waiting))
         worked = False
+        began = time.monotonic()
+        prefill_tokens = 0
         if self._prefilling is not None:
+            seq, before = self._prefilling, self._prefilling.prefilled
             self._prefill_chunk()
+            prefill_tokens = seq.prefilled - before
             worked = True
+        prefilled = time.monotonic()
+        rows = len(self._running)
         if self._running:
             self._decode_step()
             worked = True
+        if worked and self.trace is not None:
+            self.trace.append(
+                {
+                    "t": began,
+                    "prefill_tokens": prefill_tokens,
+                    "prefill_s": prefilled - began,
+                    "decode_rows": rows,
+                    "decode_s": time.monotonic() - prefilled,
+                    "columns": self._columns,
+                    "waiting": len(self._waiting),
+                }
+            )
         return worked
 
     def _fail_all(self, error: BaseException) -> None:
         for seq in [*self._running, *self._waiting, self._prefilling]:
             if seq is not None:
                 seq.stream._finish_with("error", seq.cached, error)
-        self._running, self._waiting, self._prefilling = [], deque(), None
+        self._running, self._waiting, self._prefilling = [], [], None
         self._columns = 0
         self._slab.release()
         while True:
@@ -378,6 +410,7 @@ class Engine:
                 seq.private.values[layer][0, :, :shared] = v[:, :shared]
             self.prefix_cache.reused_tokens += shared
         seq.cached = seq.prefilled = shared
+        seq.stream.admitted_at = time.monotonic()
         self._prefilling = seq
 
     def _prefill_chunk(self) -> None:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils.timezone import now
 
+from avatars import affinity
 from avatars import engine as avatar_engine
 from avatars.engine import prompts
 from avatars.models import Message, WorkerBeat
@@ -79,11 +79,12 @@ def start_beating() -> None:
         if _beating_pid == os.getpid():
             return
         _beating_pid = os.getpid()
-    name, started_at = f"{socket.gethostname()}:{os.getpid()}", now()
+    name, started_at = affinity.worker_name(), now()
 
     def run() -> None:
         while True:
             try:
+                affinity.mark_alive(name)
                 beat(name, started_at)
             except Exception:
                 # The database is away for a moment: the console shows the worker late, and
@@ -99,7 +100,17 @@ def start_beating() -> None:
 def enqueue_reply(message: Message) -> None:
     """Starts generating the reply to `message` after the current transaction commits."""
     if settings.REDIS_URL:
-        generate_reply.delay_on_commit(message.pk)
+        conversation_id = message.conversation_id
+
+        def send() -> None:
+            # Routed at commit, not before: the freshest view of which worker lives.
+            generate_reply.apply_async(
+                (message.pk,),
+                {"conversation_id": conversation_id},
+                queue=affinity.queue_for(conversation_id),
+            )
+
+        transaction.on_commit(send)
         return
     loop = server_loop()
 
@@ -128,13 +139,16 @@ def run_local_turn(message_id: int, loop: asyncio.AbstractEventLoop | None) -> N
     soft_time_limit=settings.GENERATION_TIME_LIMIT,
     time_limit=settings.GENERATION_TIME_LIMIT + TIME_LIMIT_GRACE,
 )
-def generate_reply(self, message_id: int) -> None:
+def generate_reply(self, message_id: int, conversation_id: int | None = None) -> None:
     wait = run_turn(message_id, Publisher())
     if wait is not None:
         # Another job holds a live lease on this turn (a duplicate delivery while it runs, or
         # a redelivery right after a worker died whose lease is not stale yet): look again once
         # that lease would be stale. The turn ends either way: done, or taken over here.
-        raise self.retry(countdown=wait)
+        # A retry goes to the shared queue: this worker may be the reason for the wait.
+        raise self.retry(countdown=wait, queue=affinity.SHARED_QUEUE)
+    if conversation_id is not None:
+        affinity.remember(conversation_id)
 
 
 # Worker start ----------------------------------------------------------------------------------
@@ -156,6 +170,21 @@ def warm_engine() -> None:
     leaks.seed_words_in([prompt.system])
     logger.info("avatar engine ready in %.1fs", time.monotonic() - started)
     start_beating()
+
+
+@celeryd_after_setup.connect
+def _consume_own_queue(sender=None, instance=None, **kwargs) -> None:
+    """With affinity, this worker also consumes `generation.<name>` (avatars/affinity.py).
+    The name is this process's: with the threads pool, the one whose engine runs the turns
+    (a prefork pool's children each have an engine of their own: affinity cannot aim at one)."""
+    if affinity.enabled() and instance is not None:
+        instance.app.amqp.queues.select_add(affinity.own_queue(affinity.worker_name()))
+
+
+@worker_shutdown.connect
+def _stop_routing_here(**kwargs) -> None:
+    # A clean stop: no new turn may be routed to this worker's own queue.
+    affinity.mark_gone()
 
 
 @worker_process_init.connect

@@ -227,6 +227,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A job whose worker died is redelivered after this many seconds (Redis transport).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300)}
 GENERATION_THREADS = env_int("GENERATION_THREADS", 16, minimum=1)
+# Conversation affinity (avatars/affinity.py): each worker also consumes its own queue, and a
+# conversation's next turn goes to the worker that served its last one while that one lives.
+GENERATION_AFFINITY = env_bool("GENERATION_AFFINITY", False)
 
 # The avatar model: "smollm2-135m" (packaged default), a local Hugging Face folder, or
 # "tiny-random" for fast tests. Never a hub name: production hosts are offline.

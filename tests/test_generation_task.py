@@ -306,12 +306,16 @@ def test_with_redis_the_job_goes_to_the_generation_queue_after_commit(
 
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     sent = []
-    monkeypatch.setattr(tasks.generate_reply, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(
+        tasks.generate_reply, "apply_async", lambda *args, **options: sent.append((args, options))
+    )
     with transaction.atomic():
         message = say(conversation)
         tasks.enqueue_reply(message)
         assert sent == []  # not before the row is visible to a worker
-    assert sent == [(message.pk,)]
+    assert sent == [
+        (((message.pk,), {"conversation_id": conversation.pk}), {"queue": "generation"})
+    ]
     route = app.amqp.router.route({}, "avatars.tasks.generate_reply")
     assert route["queue"].name == "generation"
     options = tasks.generate_reply

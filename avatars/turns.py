@@ -31,6 +31,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from avatars import affinity, turnlog
 from avatars import engine as avatar_engine
 from avatars.engine import prompts, summary
 from avatars.engine.cleaning import ReplyCleaner
@@ -310,6 +311,7 @@ def stream_reply(
                 break
     finally:
         stream.cancel()
+    turnlog.note(message, stream, affinity.worker_name())
     complete = complete and stream.finish_reason == "stop"
     pending += guard.feed(cleaner.finish(complete=complete))
     pending += guard.finish()

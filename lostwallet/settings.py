@@ -230,6 +230,8 @@ GENERATION_THREADS = env_int("GENERATION_THREADS", 16, minimum=1)
 # Conversation affinity (avatars/affinity.py): each worker also consumes its own queue, and a
 # conversation's next turn goes to the worker that served its last one while that one lives.
 GENERATION_AFFINITY = env_bool("GENERATION_AFFINITY", False)
+# Workers append per-turn serving figures to Redis for `loadtest` (avatars/turnlog.py).
+GENERATION_TURN_LOG = env_bool("GENERATION_TURN_LOG", False)
 
 # The avatar model: "smollm2-135m" (packaged default), a local Hugging Face folder, or
 # "tiny-random" for fast tests. Never a hub name: production hosts are offline.

@@ -207,6 +207,11 @@ class Stream:
         return self._text
 
     @property
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens reused from the prefix cache; None until the iteration has ended."""
+        return self._finish[2] if self._finish else None
+
+    @property
     def finish_reason(self) -> str | None:
         """Why the stream ended ("stop", "length", "cancelled", "error"); None until the
         iteration has reached its end."""

@@ -128,6 +128,12 @@ class Command(BaseCommand):
             help="only the naive baseline and the throughput levels (a quicker run)",
         )
         parser.add_argument(
+            "--compare-generate-batch",
+            action="store_true",
+            help="also run transformers' continuous batching (generate_batch) on the same "
+            "model and prompts (meant for a GPU: AVATAR_DEVICE=cuda, bf16)",
+        )
+        parser.add_argument(
             "--trace",
             help="write the engine's per-step trace of the highest level to this JSON file",
         )
@@ -170,6 +176,8 @@ class Command(BaseCommand):
             if engine.trace is not None:
                 self.write_trace(Path(options["trace"]), engine.trace)
                 engine.trace = None
+            if options["compare_generate_batch"]:
+                results.update(self.generate_batch(levels[-1]))
             if not options["skip_conversation"]:
                 capacity = engine.prefix_cache.capacity_tokens
                 engine.prefix_cache.capacity_tokens = 0
@@ -332,6 +340,49 @@ class Command(BaseCommand):
                 / max(1, sum(c.prompt_tokens for c in completions)),
                 3,
             ),
+        }
+
+    def generate_batch(self, streams: int) -> dict:
+        """transformers' own continuous batching on the first-turn prompts of `streams`
+        conversations, all submitted at once (an open burst, not the engine levels' closed
+        loop of three turns each), TOKENS tokens each, same sampling settings."""
+        from transformers import GenerationConfig
+
+        self.stdout.write(f"transformers generate_batch: {streams} prompts at once ...")
+        inputs = []
+        for index in range(streams):
+            parts = replace(
+                self.avatars[index % len(self.avatars)],
+                turns=self.history(index),
+                message=self.next_line(index, 0),
+            )
+            inputs.append(list(prompts.build_prompt(self.tokenizer, parts, self.budget).ids))
+        config = GenerationConfig(
+            max_new_tokens=TOKENS,
+            min_new_tokens=TOKENS,
+            do_sample=True,
+            temperature=SAMPLING["temperature"],
+            top_p=SAMPLING["top_p"],
+            repetition_penalty=SAMPLING["repetition_penalty"],
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        outputs = self.loaded.model.generate_batch(
+            inputs, generation_config=config, record_timestamps=True
+        )
+        # Timed from the requests' creation to the last token: each call first warms up
+        # (sizes its paged cache, captures CUDA graphs), which is not serving time.
+        first = min(o.created_time for o in outputs.values())
+        last = max(o.timestamps[-1] for o in outputs.values() if o.timestamps)
+        seconds = last - first
+        tokens = sum(len(o.generated_tokens) for o in outputs.values())
+        ttfts = [o.timestamps[0] - o.created_time for o in outputs.values() if o.timestamps]
+        key = f"@{streams}"
+        return {
+            f"generate_batch_tok_s{key}": round(tokens / seconds, 2),
+            f"generate_batch_ttft_p50{key}": round(percentile(ttfts, 0.5), 3) if ttfts else None,
+            f"generate_batch_ttft_p95{key}": round(percentile(ttfts, 0.95), 3) if ttfts else None,
+            f"generate_batch_requests{key}": len(outputs),
         }
 
     def conversation(self, engine: Engine, cold: Engine, turns: int) -> dict:

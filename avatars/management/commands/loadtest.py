@@ -291,18 +291,28 @@ class Command(BaseCommand):
         hunt_doc, tokens = self.prepare(steps[-1])
         processes: list[subprocess.Popen] = []
         try:
-            url, worker_pids = self.start(opts, processes)
-            lines = {a["slug"]: script_lines(a) for a in hunt_doc["avatars"]}
-            run, bounds = asyncio.run(self.play(opts, steps, tokens, url, lines))
-            records = self.turn_log()
+            try:
+                url, worker_pids = self.start(opts, processes)
+                lines = {a["slug"]: script_lines(a) for a in hunt_doc["avatars"]}
+                writes_before = database_writes()
+                run, bounds = asyncio.run(self.play(opts, steps, tokens, url, lines))
+                writes_after = database_writes()
+                records = self.turn_log()
+            finally:
+                for process in reversed(processes):
+                    self.stop_process(process)
+                with contextlib.suppress(Exception):
+                    turnlog.clear()
+            report = self.report(opts, steps, run, bounds, records, worker_pids)
         finally:
-            for process in reversed(processes):
-                self.stop_process(process)
-            with contextlib.suppress(Exception):
-                turnlog.clear()
+            # After the report: it looks up the stored status of unanswered messages.
             if not opts["keep_data"]:
                 self.cleanup()
-        report = self.report(opts, steps, run, bounds, records, worker_pids)
+        writes = {k: v - writes_before[k] for k, v in writes_after.items()}
+        # Everything this database wrote during the run, heartbeats and the console's
+        # counters included, over the turns answered.
+        answered = max(1, report["answered"])
+        report["database_writes_per_turn"] = {k: round(v / answered, 2) for k, v in writes.items()}
         report["load_average_before"] = [round(x, 2) for x in load_before]
         report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         report["runtime_s"] = round(time.monotonic() - started, 1)
@@ -573,6 +583,7 @@ class Command(BaseCommand):
             "reconnects",
             "prefix_cache_share",
             "turns_by_worker",
+            "database_writes_per_turn",
         ):
             w(f"{key:<24}{r[key]}")
         w(
@@ -580,6 +591,22 @@ class Command(BaseCommand):
             f"{r['players_per_worker']} ({r['workers']} worker(s), affinity {r['affinity']}, "
             f"model {r['model']})"
         )
+
+
+def database_writes() -> dict[str, int]:
+    """PostgreSQL's counters of this database: commits and rows inserted, updated, deleted
+    (the statistics collector's, so they lag by up to half a second)."""
+    if connection.vendor != "postgresql":
+        return {}
+    time.sleep(1)  # let the collector catch up with what was just done
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        commits, inserted, updated, deleted = cursor.fetchone()
+    return {"commits": commits, "inserted": inserted, "updated": updated, "deleted": deleted}
 
 
 def chart_svg(report: dict) -> str:

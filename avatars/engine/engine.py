@@ -5,6 +5,8 @@ own stream of tokens. Each turn of the loop:
 
 1. admits waiting requests: at most one prompt is prefilled at a time, in chunks of
    `prefill_chunk` tokens, so a long prompt stalls the running streams for one chunk only;
+   the next one is chosen by avatars/engine/scheduling.py (replies before warm-ups, oldest
+   first, none passed by more than MAX_OVERTAKES later arrivals);
 2. runs one decode step for every running stream together: a padded batch whose key/value
    cache lives in preallocated buffers written in place (growing transformers' DynamicCache
    by concatenation copied the whole cache every step: it was as slow as the matmuls at 16

@@ -216,9 +216,17 @@ class SimulatedPlayer:
                     if frame.get("retry_after"):
                         await self.pause(float(frame["retry_after"]))
                     return
-                if frame.get("reply_to") == turn.message_id and turn.acked:
-                    self.end(turn, "failed")
-                    return
+                # generation_failed: of this turn, or of an earlier one whose socket closed.
+                failed = self.open.get(frame.get("reply_to"))
+                if failed is not None:
+                    self.end(failed, "failed")
+                    if failed is turn:
+                        return
+            elif kind == "reply" and frame.get("reply_to") != turn.message_id:
+                # The ending of an earlier turn whose socket closed under it.
+                earlier = self.open.get(frame.get("reply_to"))
+                if earlier is not None:
+                    self.end(earlier, "reply", late=True)
             elif kind == "token" and frame.get("reply_to") == turn.message_id:
                 if turn.ttft_s is None:
                     turn.ttft_s = time.monotonic() - turn.sent_at
@@ -230,7 +238,16 @@ class SimulatedPlayer:
                 return
 
     async def drain(self, seconds: float) -> None:
-        """After the run: waits for the endings of this player's acknowledged messages."""
+        """After the run: waits for the endings of this player's acknowledged messages, then
+        reconnects once, as a client would, to read any it missed in the hello."""
+        await self.wait_for_endings(seconds)
+        if self.open:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+                await self.connect()
+                await self.ws.close()
+
+    async def wait_for_endings(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while self.open and time.monotonic() < deadline:
             try:

@@ -97,3 +97,23 @@ def test_a_completion_reports_its_queue_wait_within_its_time_to_first_token(ask,
         assert 0 <= completion.queue_wait <= completion.ttft
     # One prefill at a time: the last of four submitted together waited for the others'.
     assert completions[-1].queue_wait > completions[0].queue_wait
+
+
+def test_several_short_prompts_start_in_one_turn_of_the_loop(ask, make_engine):
+    engine = make_engine(prefix_cache_tokens=0, prefill_chunk=256)
+    engine.trace = []
+    short = Sampling(temperature=0, max_new_tokens=4)
+    requests = [ask(f"Hi {n}", short) for n in range(8)]
+    for stream in [engine.submit(r) for r in requests]:
+        stream.result(timeout=60)
+    longest = max(len(r.prompt_ids) for r in requests)
+    assert max(step["prefill_tokens"] for step in engine.trace) > longest
+
+
+def test_a_long_prompt_still_takes_one_chunk_per_turn(ask, make_engine):
+    engine = make_engine(prefix_cache_tokens=0, prefill_chunk=16)
+    engine.trace = []
+    request = ask("Tell me everything about the lighthouse, the lamp, the cat and the sea.")
+    assert len(request.prompt_ids) > 32
+    engine.submit(request).result(timeout=60)
+    assert max(step["prefill_tokens"] for step in engine.trace) == 16

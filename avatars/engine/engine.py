@@ -47,6 +47,10 @@ from avatars.engine.loading import LoadedModel
 logger = logging.getLogger(__name__)
 
 NUCLEUS_CANDIDATES = 64
+# What a prefill forward pass counts against a turn's prefill budget at the least: with fewer
+# tokens the pass still reads every weight (on CPU a 20-token prefill cost about what a
+# 16-row decode step did), so at most prefill_chunk / MIN_PREFILL_COST prompts start per turn.
+MIN_PREFILL_COST = 32
 
 
 @dataclass(frozen=True)
@@ -353,15 +357,26 @@ class Engine:
         for row in reversed(range(len(self._running))):
             if self._running[row].stream.cancelled:
                 self._finish_row(row, "cancelled")
-        if self._prefilling is None and self._waiting and len(self._running) < self.max_batch:
-            self._begin_prefill(scheduling.admit(self._waiting))
         worked = False
         began = time.monotonic()
         prefill_tokens = 0
-        if self._prefilling is not None:
+        # Prefill within a budget of `prefill_chunk` tokens per turn, then one decode step: a
+        # long prompt takes one chunk per turn, as before, but several short ones (a cached
+        # conversation's new message is a few dozen tokens) start in the same turn. One
+        # prompt per turn made the sixteenth of a burst wait for fifteen decode steps besides
+        # fifteen prefills (bench_engine --trace).
+        budget = self.prefill_chunk
+        while budget > 0:
+            if self._prefilling is None:
+                if not self._waiting or len(self._running) >= self.max_batch:
+                    break
+                self._begin_prefill(scheduling.admit(self._waiting))
             seq, before = self._prefilling, self._prefilling.prefilled
-            self._prefill_chunk()
-            prefill_tokens = seq.prefilled - before
+            self._prefill_chunk(budget)
+            done = seq.prefilled - before
+            prefill_tokens += done
+            # A forward pass costs at least reading the weights, however few its tokens.
+            budget -= max(done, MIN_PREFILL_COST)
             worked = True
         prefilled = time.monotonic()
         rows = len(self._running)
@@ -420,11 +435,13 @@ class Engine:
         seq.stream.admitted_at = time.monotonic()
         self._prefilling = seq
 
-    def _prefill_chunk(self) -> None:
+    def _prefill_chunk(self, tokens: int) -> None:
+        """Prefills up to `tokens` more of the prompt being prefilled; a finished prompt
+        joins the batch (or, a warm-up, goes to the prefix cache)."""
         seq = self._prefilling
         length = len(seq.prompt)
         begin = seq.prefilled
-        end = min(length, begin + self.prefill_chunk)
+        end = min(length, begin + tokens)
         logits = None
         if end > begin:
             ids = seq.prompt[begin:end].to(self.device)[None]

@@ -103,3 +103,15 @@ def test_a_tiny_run_answers_every_acknowledged_message(tmp_path, settings, monke
     assert sum(report["turns_by_worker"].values()) >= report["answered"]
     assert report["prefix_cache_share"] is not None
     assert chart.read_text().startswith("<svg")
+
+
+def test_players_served_is_the_largest_step_within_the_target_without_refusals():
+    steps = [
+        {**step(2, 0.5, 0.9), "refused_by_code": {}},
+        {**step(4, 0.8, 1.9), "refused_by_code": {}},
+        {**step(6, 0.9, 2.5), "refused_by_code": {"overloaded": 1}},
+        {**step(8, 2.0, 5.5), "refused_by_code": {}},
+    ]
+    assert loadtest.players_served(steps, 2.0) == 4
+    assert loadtest.players_served(steps, 6.0) == 8
+    assert loadtest.players_served(steps, 0.5) == 0

@@ -541,8 +541,6 @@ class Command(BaseCommand):
             )
         )
         target = opts["ttft_target"]
-        served = [r["players"] for r in rows if r["ttft_p95_s"] is not None
-                  and r["ttft_p95_s"] <= target and not r["refused_by_code"]]  # fmt: skip
         prompt = sum(r["prompt_tokens"] for r in records)
         return {
             "model": opts["model"],
@@ -570,8 +568,13 @@ class Command(BaseCommand):
             else None,
             "turns_by_worker": dict(Counter(r["worker"] for r in records)),
             "ttft_target_p95_s": target,
-            "players_served_at_target": max(served, default=0),
-            "players_per_worker": round(max(served, default=0) / opts["workers"], 1),
+            "players_served_at_target": players_served(rows, target),
+            "players_per_worker": round(players_served(rows, target) / opts["workers"], 1),
+            # The same rule at other targets, to compare runs made with another one.
+            "players_per_worker_by_target": {
+                str(t): round(players_served(rows, t) / opts["workers"], 1)
+                for t in (2, 5, 10, 15, 20)
+            },
             "worker_pids": worker_pids,
         }
 
@@ -608,6 +611,16 @@ class Command(BaseCommand):
             f"{r['players_per_worker']} ({r['workers']} worker(s), affinity {r['affinity']}, "
             f"model {r['model']})"
         )
+
+
+def players_served(steps: list[dict], target: float) -> int:
+    """The most players of a step whose TTFT p95 met `target` with no say refused."""
+    met = [
+        s["players"]
+        for s in steps
+        if s["ttft_p95_s"] is not None and s["ttft_p95_s"] <= target and not s["refused_by_code"]
+    ]
+    return max(met, default=0)
 
 
 def database_writes() -> dict[str, int]:

@@ -167,14 +167,15 @@ def test_the_celery_task_retries_while_another_job_holds_the_turn(
     class Retry(Exception):
         pass
 
-    def retry(countdown):
-        retried["countdown"] = countdown
+    def retry(countdown, **options):
+        retried.update(options, countdown=countdown)
         raise Retry
 
     monkeypatch.setattr(tasks.generate_reply, "retry", retry)
     with pytest.raises(Retry):
         tasks.generate_reply.run(message.pk)
     assert 0 < retried["countdown"] <= turns.STALE_AFTER.total_seconds() + 1
+    assert retried["queue"] == "generation"  # not back to a worker's own queue
 
 
 @pytest.mark.parametrize("status", ["done", "failed"])

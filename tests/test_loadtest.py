@@ -87,7 +87,7 @@ def test_a_tiny_run_answers_every_acknowledged_message(tmp_path, settings, monke
         players="1,3",
         step_seconds=12,
         think=1.0,
-        reconnect=0.3,
+        reconnect=1.0,  # every turn: the path must be taken however few turns there are
         drain=90,
         model="tiny-random",
         max_new_tokens=8,

@@ -385,9 +385,15 @@ class Command(BaseCommand):
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        outputs = self.loaded.model.generate_batch(
-            inputs, generation_config=config, record_timestamps=True
-        )
+        model = self.loaded.model
+        # Continuous batching accepts transformers' own implementations only (on CPU this
+        # model runs the engine's sdpa_gqa, see loading.attention_for).
+        engine_attention = model.config._attn_implementation
+        model.set_attn_implementation("sdpa")
+        try:
+            outputs = model.generate_batch(inputs, generation_config=config, record_timestamps=True)
+        finally:
+            model.set_attn_implementation(engine_attention)
         # Timed from the requests' creation to the last token: each call first warms up
         # (sizes its paged cache, captures CUDA graphs), which is not serving time.
         first = min(o.created_time for o in outputs.values())

@@ -355,6 +355,12 @@ def test_pausing_refuses_says_and_claims_with_hunt_not_live_until_resumed(
     assert chat.say(session, "Hello Marta", "c1").refusal is None
 
 
+def test_players_pages_say_the_hunt_is_paused(client, demo_hunt):
+    assert b"badge-paused" not in client.get(demo_hunt.get_absolute_url()).content
+    actions.set_paused(demo_hunt, True)
+    assert b"badge-paused" in client.get(demo_hunt.get_absolute_url()).content
+
+
 def test_closing_registration_from_the_console(client, demo_hunt, organizer):
     client.force_login(organizer)
     url = reverse("console-registration", args=[demo_hunt.slug])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 
 from avatars.models import Avatar, Conversation, Feedback, Message
@@ -50,7 +50,9 @@ class AvatarAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request).annotate(n_conv=Count("conversations"))
+        # Sandbox conversations are creators trying drafts, not play.
+        played = Count("conversations", filter=Q(conversations__sandbox=False))
+        qs = super().get_queryset(request).annotate(n_conv=played)
         return qs if is_organizer(request) else qs.filter(owner=request.user)
 
     def get_inlines(self, request, obj):

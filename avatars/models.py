@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from django.conf import settings
@@ -12,8 +13,19 @@ from django.utils.translation import gettext_lazy as _
 
 from hunt.crypto import SealedTextField
 
+CARD_PLACEHOLDERS = re.compile(r"\{\{(char|user)\}\}", re.IGNORECASE)
+
 
 class Avatar(models.Model):
+    class Review(models.TextChoices):
+        """Where a creator's draft stands (avatars/studio.py); empty for avatars made in the
+        admin or by a hunt file."""
+
+        DRAFT = "draft", _("draft")
+        SUBMITTED = "submitted", _("submitted for review")
+        RETURNED = "returned", _("returned with a comment")
+        APPROVED = "approved", _("approved")
+
     hunt = models.ForeignKey(
         "hunt.Hunt", null=True, blank=True, on_delete=models.CASCADE, related_name="avatars"
     )
@@ -23,6 +35,13 @@ class Avatar(models.Model):
         help_text=_("The magic formula: who this character is and how it behaves, in plain words.")
     )
     greeting = models.CharField(max_length=300, blank=True)
+    examples = models.TextField(
+        blank=True,
+        help_text=_("Example dialogues showing how the character talks (part of the prompt)."),
+    )
+    # A resized PNG (avatars/cards.py), served by avatars.views.portrait: a few dozen KB that
+    # need no media storage of their own.
+    portrait = models.BinaryField(blank=True, default=b"", editable=False)
     land = models.CharField(max_length=200, blank=True, help_text=_("OVRLand hex id or place."))
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
@@ -35,6 +54,19 @@ class Avatar(models.Model):
         help_text=_("The creator who may edit this avatar."),
     )
     published = models.BooleanField(default=True, help_text=_("Open to players."))
+    # Studio (avatars/studio.py): a creator edits a live avatar through a working copy, an
+    # unpublished avatar of no hunt that approval copies onto the live one.
+    revision_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="revisions"
+    )
+    review = models.CharField(max_length=10, choices=Review.choices, blank=True)
+    review_comment = models.TextField(blank=True)
+    # What the organizers see at review: the checks run on submit and the sandbox transcript.
+    review_record = models.JSONField(default=dict, blank=True, editable=False)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # Fields of an imported character card that this product does not use, kept so that an
+    # export gives them back (avatars/cards.py). Never shown to players nor put in a prompt.
+    card_extras = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -46,6 +78,8 @@ class Avatar(models.Model):
                 | Q(latitude__gte=-90, latitude__lte=90, longitude__gte=-180, longitude__lte=180),
                 name="avatar_location_valid",
             ),
+            # Race: a creator's two tabs starting a revision of the same live avatar at once.
+            models.UniqueConstraint(fields=["revision_of"], name="avatar_one_working_copy"),
         ]
 
     def __str__(self) -> str:
@@ -59,7 +93,14 @@ class Avatar(models.Model):
 
     def public_texts(self) -> list[str]:
         """Texts the model or players see before any unlock."""
-        return [self.persona, self.greeting, self.name]
+        return [self.persona, self.greeting, self.name, self.examples]
+
+    def prompt_text(self, text: str) -> str:
+        """`text` as the model reads it: character cards write {{char}} for the character's
+        name and {{user}} for whoever talks to it."""
+        return CARD_PLACEHOLDERS.sub(
+            lambda m: self.name if m.group(1).lower() == "char" else "Visitor", text
+        )
 
     def clean(self) -> None:
         from avatars.engine.prompts import check_persona_fits, hunt_context
@@ -76,7 +117,7 @@ class Avatar(models.Model):
                 )
         context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""
         try:
-            check_persona_fits(self.persona, self.greeting, context)
+            check_persona_fits(self.persona, self.greeting, context, examples=self.examples)
         except ValidationError as exc:
             raise ValidationError({"persona": exc}) from None
 
@@ -88,6 +129,10 @@ class Conversation(models.Model):
         "hunt.Player", on_delete=models.CASCADE, related_name="conversations"
     )
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
+    # A creator trying out an unpublished avatar: not play. The turn pipeline never asks the
+    # gate for it (no clue opens, no hint), it counts nowhere, and `clean_sandbox` deletes it
+    # after a while.
+    sandbox = models.BooleanField(default=False)
     # A rolling summary of the messages up to `summary_upto` (a message id), so the prompt stays
     # bounded however long the conversation runs.
     # Quotes the turns it folds, reveal replies included: sealed at rest (hunt.crypto).
@@ -102,6 +147,7 @@ class Conversation(models.Model):
             # Race: a player's two tabs opening the same avatar at once.
             models.UniqueConstraint(fields=["player", "avatar"], name="conversation_per_pair"),
         ]
+        indexes = [models.Index(fields=["sandbox", "updated_at"], name="conversation_sandbox_age")]
 
     def __str__(self) -> str:
         return f"{self.player} × {self.avatar}"

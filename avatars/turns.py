@@ -195,8 +195,10 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
     # The heartbeat stops before the reply is stored: storing checks the lease it renews.
     with Heartbeat(lease) as heartbeat:
         # The gate decides, before any generation, which words this message unlocks: only
-        # then may a guarded word enter this turn's prompt.
-        outcome = gate.open_clues(message)
+        # then may a guarded word enter this turn's prompt. A sandbox conversation (a creator
+        # trying a draft) is not play: the gate is never asked, so no clue opens, no hint is
+        # given and no near miss is counted.
+        outcome = gate.GateOutcome() if conversation.sandbox else gate.open_clues(message)
         parts = turn_parts(message, outcome)
         engine = avatar_engine.get_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
@@ -280,7 +282,7 @@ def stream_reply(
         )
     )
     cleaner = ReplyCleaner(
-        echo_sources=(avatar.persona, parts.hunt_context, parts.summary),
+        echo_sources=(parts.persona, parts.hunt_context, parts.summary),
         instructions=(prompts.STYLE,),
         names=(avatar.name, avatar.name.split()[-1] if avatar.name else ""),
         soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
@@ -364,8 +366,9 @@ def conversation_parts(conversation: Conversation, rows: list[Message]) -> promp
     avatar = conversation.avatar
     hunt = avatar.hunt
     return prompts.PromptParts(
-        persona=avatar.persona,
-        greeting=avatar.greeting,
+        persona=avatar.prompt_text(avatar.persona),
+        greeting=avatar.prompt_text(avatar.greeting),
+        examples=avatar.prompt_text(avatar.examples),
         hunt_context=prompts.hunt_context(hunt.title, hunt.description) if hunt else "",
         summary=conversation.summary,
         turns=prompts.turns_from(rows),

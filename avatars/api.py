@@ -14,7 +14,7 @@ from typing import Literal
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import Field, File, Query, Router, Schema, UploadedFile
+from ninja import Field, File, Query, Router, Schema, Status, UploadedFile
 
 from avatars import cards
 from avatars.cards import CardError
@@ -187,7 +187,7 @@ def create_avatar(request, payload: DraftIn):
     form = DraftForm(data=payload.dict())
     if not form.is_valid():
         raise refused(ValidationError(form.errors.as_data()))
-    return 201, draft_out(do_create_draft(creator, form))
+    return Status(201, draft_out(do_create_draft(creator, form)))
 
 
 @studio_router.post(
@@ -202,9 +202,10 @@ def create_avatar(request, payload: DraftIn):
 def import_avatar(request, file: File[UploadedFile]):
     creator = creator_of(request)
     try:
-        return 201, draft_out(do_import_card(creator, read_upload(file, cards.MAX_CARD_BYTES)))
+        avatar = do_import_card(creator, read_upload(file, cards.MAX_CARD_BYTES))
     except (ValidationError, CardError) as exc:
         raise refused(exc) from None
+    return Status(201, draft_out(avatar))
 
 
 @studio_router.get(

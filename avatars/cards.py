@@ -253,6 +253,10 @@ def open_image(content: bytes, formats=IMAGE_FORMATS) -> Image.Image:
     pixel is decoded."""
     try:
         image = Image.open(io.BytesIO(content), formats=formats)
+    except Image.DecompressionBombError:  # Pillow's own check, on far larger images
+        raise CardError(
+            f"The image is far too large; at most {MAX_IMAGE_SIDE} on each side."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise CardError(f"The image must be a {' or '.join(formats)} file.") from None
     width, height = image.size

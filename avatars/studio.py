@@ -33,7 +33,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from avatars import cards
+from avatars import cards, tasks
 from avatars.engine.prompts import check_persona_fits
 from avatars.models import Avatar, Conversation, Message
 
@@ -224,7 +224,8 @@ def sandbox_transcript(avatar: Avatar) -> list[dict]:
 def do_submit(creator, avatar: Avatar) -> Avatar:
     """Submits a draft for review, after the save checks pass again (the prompt budget may
     have changed since). Records what the reviewers see: the checks and the sandbox
-    transcript (sandbox conversations are deleted after a while)."""
+    transcript (sandbox conversations are deleted after a while); the attack prompts' replies
+    follow once a worker has run them (turns.run_review_attacks)."""
     form = DraftForm(data={f: getattr(avatar, f) for f in AUTHORED}, instance=avatar)
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
@@ -242,6 +243,8 @@ def do_submit(creator, avatar: Avatar) -> Avatar:
                 "transcript": sandbox_transcript(avatar),
             },
         )
+        if updated:
+            tasks.enqueue_review_attacks(avatar.pk)
     if not updated:
         raise ValidationError(_("Only a draft or a returned draft can be submitted."))
     avatar.refresh_from_db()

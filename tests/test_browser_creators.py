@@ -94,6 +94,13 @@ def test_a_card_goes_from_import_through_sandbox_and_review_to_players(
     sign_in(page, base, "boss", "/studio/review/")
     page.get_by_role("link", name=NAME).click()
     assert "What bread is fresh today?" in page.locator("#transcript").inner_text()
+    # The attack prompts ran on the draft after the submission (in the server's job pool).
+    for _ in range(60):
+        if page.locator("#attacks li").count():
+            break
+        page.wait_for_timeout(1000)
+        page.reload()
+    assert page.locator("#attacks li").count() == 3
     page.get_by_label("Publish into hunt").select_option(label=hunt.title)
     page.get_by_role("button", name="Approve and publish").click()
     page.wait_for_url(f"{base}/studio/review/")

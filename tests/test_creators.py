@@ -8,6 +8,7 @@ role), `organizer` (may change hunts, not superuser), `admin` (superuser).
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -491,3 +492,76 @@ def test_the_openapi_document_lists_the_creator_endpoints(client):
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path
         assert all("creator" in paths[path][m]["tags"] for m in methods)
+
+
+# --- the review's attack prompts ---------------------------------------------------------------
+
+
+def test_submitting_queues_the_attack_prompts_after_commit(
+    creator, django_capture_on_commit_callbacks, monkeypatch
+):
+    ran = []
+    monkeypatch.setattr("avatars.tasks.run_review_attacks", ran.append)
+    monkeypatch.setattr("avatars.tasks.local_pool", lambda: Now())
+    draft = make_draft(creator)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        studio.do_submit(creator, draft)
+    assert ran == []  # not before the submission is committed
+    for callback in callbacks:
+        callback()
+    assert ran == [draft.pk]
+
+
+class Now:
+    """An executor that runs what it is given at once."""
+
+    def submit(self, fn, *args):
+        fn(*args)
+
+
+def test_the_attack_prompts_run_on_the_draft_and_are_recorded(creator, make_engine, monkeypatch):
+    engine = make_engine()
+    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    draft = studio.do_submit(creator, make_draft(creator))
+    turns.run_review_attacks(draft.pk)
+    draft.refresh_from_db()
+    runs = draft.review_record["attacks"]
+    assert [r["prompt"] for r in runs] == list(turns.REVIEW_ATTACKS)
+    assert all(r["reply"] and r["leaked"] is False for r in runs)
+    assert draft.review_record["transcript"] == []  # the submit's record is kept
+
+
+class Parrot:
+    """Stands in for the engine: always answers `text` (prompts built with a real tokenizer)."""
+
+    def __init__(self, tokenizer, text: str):
+        self.tokenizer, self.text = tokenizer, text
+
+    def generate(self, ids, sampling):
+        return SimpleNamespace(text=self.text)
+
+
+def test_a_reply_leaking_a_word_of_the_live_hunt_is_flagged_and_withheld(
+    demo_hunt, creator, tiny, monkeypatch
+):
+    word = demo_hunt.guarded_words()[3]
+    monkeypatch.setattr(
+        "avatars.engine.get_engine", lambda: Parrot(tiny.tokenizer, f"Fine: it is {word}.")
+    )
+    copy = studio.do_revise(creator, own_marta(creator))
+    studio.do_submit(creator, copy)
+    turns.run_review_attacks(copy.pk)
+    copy.refresh_from_db()
+    runs = copy.review_record["attacks"]
+    assert all(r["leaked"] and r["reply"] == turns.WITHHELD for r in runs)
+
+
+def test_attack_replies_for_a_withdrawn_submission_are_dropped(creator, tiny, monkeypatch):
+    monkeypatch.setattr("avatars.engine.get_engine", lambda: Parrot(tiny.tokenizer, "Hello."))
+    draft = studio.do_submit(creator, make_draft(creator))
+    studio.do_update_draft(
+        studio.DraftForm(data={"name": "Wren", "persona": PERSONA, "land": ""}, instance=draft)
+    )
+    turns.run_review_attacks(draft.pk)
+    draft.refresh_from_db()
+    assert "attacks" not in draft.review_record

@@ -6,8 +6,9 @@ so only superusers read them.
 
 Only superusers publish. Publishing checks that the avatar's public texts hold no guarded word;
 if anyone could publish, that check would let them test candidate words. So a save by anyone
-else that changes what players would read (name, persona, greeting) takes the avatar out of play
-until a superuser publishes it again, whatever the texts hold.
+else that changes what players would read (name, persona, greeting, examples) takes the avatar
+out of play until a superuser publishes it again, whatever the texts hold. Creators' drafts in
+the studio (avatars/studio.py) follow the same rule.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class DraftAvatarForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if not self.instance.pk or {"name", "persona", "greeting"} & set(self.changed_data):
+        if not self.instance.pk or {"name", "persona", "greeting", "examples"} & set(
+            self.changed_data
+        ):
             self.instance.published = False
         return data
 
@@ -45,7 +48,7 @@ class AvatarAdmin(admin.ModelAdmin):
     autocomplete_fields = ["owner"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "hunt", "published", "owner"]}),
-        (_("Character"), {"fields": ["persona", "greeting"]}),
+        (_("Character"), {"fields": ["persona", "greeting", "examples"]}),
         (_("Where"), {"fields": ["land", "latitude", "longitude"]}),
     ]
 
@@ -106,11 +109,19 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(SuperuserOnlyAdmin):
-    list_display = ["player", "avatar", "messages_count", "updated_at"]
-    list_filter = ["avatar__hunt", "avatar"]
+    list_display = ["player", "avatar", "sandbox", "messages_count", "updated_at"]
+    list_filter = ["sandbox", "avatar__hunt", "avatar"]
     search_fields = ["player__display_name", "player__user__username", "avatar__name"]
     inlines = [MessageInline]
-    readonly_fields = ["player", "avatar", "summary", "summary_upto", "created_at", "updated_at"]
+    readonly_fields = [
+        "player",
+        "avatar",
+        "sandbox",
+        "summary",
+        "summary_upto",
+        "created_at",
+        "updated_at",
+    ]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n=Count("messages"))

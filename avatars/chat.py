@@ -165,7 +165,7 @@ def hello_frame(conversation_id: int) -> dict:
     return {
         "type": "hello",
         "conversation_id": conversation.pk,
-        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.greeting},
+        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.shown_greeting},
         "history": history,
         # Additive: older messages exist (GET /api/v1/avatars/<slug>/messages?before=<id>).
         "history_more": more,

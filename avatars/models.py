@@ -95,6 +95,11 @@ class Avatar(models.Model):
         """Texts the model or players see before any unlock."""
         return [self.persona, self.greeting, self.name, self.examples]
 
+    @property
+    def shown_greeting(self) -> str:
+        """The greeting as players read it (card placeholders filled in)."""
+        return self.prompt_text(self.greeting)
+
     def prompt_text(self, text: str) -> str:
         """`text` as the model reads it: character cards write {{char}} for the character's
         name and {{user}} for whoever talks to it."""

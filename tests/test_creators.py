@@ -11,7 +11,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.utils import timezone
@@ -565,3 +565,16 @@ def test_attack_replies_for_a_withdrawn_submission_are_dropped(creator, tiny, mo
     turns.run_review_attacks(draft.pk)
     draft.refresh_from_db()
     assert "attacks" not in draft.review_record
+
+
+def test_players_read_a_cards_greeting_with_its_placeholders_filled_in(
+    client, demo_hunt, creator, make_player
+):
+    draft = make_draft(creator, greeting="Welcome, {{user}}! I am {{char}}.")
+    studio.do_approve(studio.do_submit(creator, draft), demo_hunt)
+    client.force_login(make_player("walker").user)
+    shown = "Welcome, Visitor! I am Wren."
+    assert shown in client.get(f"/hunts/{demo_hunt.slug}/avatars/").content.decode()
+    assert shown in client.get(f"/chat/{draft.slug}/").content.decode()
+    _code, session = chat.open_conversation(User.objects.get(username="walker"), draft.slug)
+    assert chat.hello_frame(session.conversation_id)["avatar"]["greeting"] == shown

@@ -118,7 +118,9 @@ class Avatar(models.Model):
         if self.hunt_id and self.published:
             if guarded_words_in(self.public_texts(), self.hunt.guarded_words().values()):
                 raise ValidationError(
-                    _("The persona, greeting or name contains a guarded word of the hunt.")
+                    _(
+                        "The persona, greeting, examples or name contains a guarded word of the hunt."
+                    )
                 )
         context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""
         try:

@@ -8,6 +8,7 @@ from functools import wraps
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
@@ -245,12 +246,28 @@ def studio_card(request, slug: str, spec: str, fmt: str):
     return response
 
 
+class GrantForm(forms.Form):
+    username = forms.CharField(label=_("Username"))
+
+    def clean_username(self):
+        user = get_user_model().objects.filter(username=self.cleaned_data["username"]).first()
+        if user is None:
+            raise ValidationError(_("No account has this username."))
+        return user
+
+
 @organizer_required
 def review_queue(request):
+    grant = GrantForm(request.POST or None)
+    if request.method == "POST" and grant.is_valid():
+        user = grant.cleaned_data["username"]
+        studio.grant_creator(user)
+        messages.success(request, _("%s is a creator now.") % user.get_username())
+        return redirect("review-queue")
     return render(
         request,
         "avatars/review_queue.html",
-        {"avatars": studio.review_queue().select_related("owner")},
+        {"avatars": studio.review_queue().select_related("owner"), "grant": grant},
     )
 
 

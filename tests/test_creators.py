@@ -578,3 +578,18 @@ def test_players_read_a_cards_greeting_with_its_placeholders_filled_in(
     assert shown in client.get(f"/chat/{draft.slug}/").content.decode()
     _code, session = chat.open_conversation(User.objects.get(username="walker"), draft.slug)
     assert chat.hello_frame(session.conversation_id)["avatar"]["greeting"] == shown
+
+
+def test_an_organizer_gives_an_account_the_creator_role(client, organizer, make_user):
+    newbie = make_user("newbie")
+    client.force_login(organizer)
+    assert client.post("/studio/review/", {"username": "nobody"}).status_code == 200
+    assert client.post("/studio/review/", {"username": "newbie"}).status_code == 302
+    assert studio.is_creator(newbie)
+
+
+def test_a_creator_cannot_give_the_role(client, creator, make_user):
+    newbie = make_user("newbie")
+    client.force_login(creator)
+    assert client.post("/studio/review/", {"username": "newbie"}).status_code == 403
+    assert not studio.is_creator(newbie)

@@ -119,7 +119,8 @@ class Avatar(models.Model):
             if guarded_words_in(self.public_texts(), self.hunt.guarded_words().values()):
                 raise ValidationError(
                     _(
-                        "The persona, greeting, examples or name contains a guarded word of the hunt."
+                        "The persona, greeting, examples or name contains a guarded word of "
+                        "the hunt."
                     )
                 )
         context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""

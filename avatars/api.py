@@ -171,7 +171,7 @@ def refused(exc: ValidationError | CardError) -> ApiError:
 
 @studio_router.get("/avatars", response={200: list[DraftOut], **errors(401, 403)}, auth=PLAYER_AUTH)
 def list_avatars(request):
-    rows = creator_avatars(creator_of(request)).select_related("revision_of").defer(None)
+    rows = creator_avatars(creator_of(request)).select_related("revision_of")
     return [draft_out(a) for a in rows]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 
@@ -39,9 +40,8 @@ class Avatar(models.Model):
         blank=True,
         help_text=_("Example dialogues showing how the character talks (part of the prompt)."),
     )
-    # A resized PNG (avatars/cards.py), served by avatars.views.portrait: a few dozen KB that
-    # need no media storage of their own.
-    portrait = models.BinaryField(blank=True, default=b"", editable=False)
+    # The digest of its Portrait row (below), or empty.
+    portrait = models.CharField(max_length=64, blank=True, editable=False)
     land = models.CharField(max_length=200, blank=True, help_text=_("OVRLand hex id or place."))
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
@@ -128,6 +128,35 @@ class Avatar(models.Model):
             check_persona_fits(self.persona, self.greeting, context, examples=self.examples)
         except ValidationError as exc:
             raise ValidationError({"persona": exc}) from None
+
+
+class Portrait(models.Model):
+    """A resized avatar picture, a PNG (avatars/cards.py), stored once under its SHA-256 and
+    served by avatars.views.portrait from the database: no media storage to share between web
+    hosts. A table of its own, named by `Avatar.portrait`: avatar rows, read on every turn,
+    carry 64 characters and not the image, and a draft, its working copy and the live avatar
+    share one row. `clean_sandbox` deletes the rows no avatar names any more."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    png = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.digest[:12]
+
+    @classmethod
+    def store(cls, png: bytes) -> str:
+        """Stores `png` (if new) and returns its digest. Race: the same image stored twice at
+        once; the primary key refuses the second insert and get_or_create reads the first."""
+        digest = hashlib.sha256(png).hexdigest()
+        cls.objects.get_or_create(digest=digest, defaults={"png": png})
+        return digest
+
+    @classmethod
+    def png_of(cls, digest: str) -> bytes:
+        """The PNG stored under `digest`; empty for none (or one cleaned up meanwhile)."""
+        png = cls.objects.filter(digest=digest).values_list("png", flat=True).first()
+        return bytes(png) if digest and png is not None else b""
 
 
 class Conversation(models.Model):

@@ -35,7 +35,7 @@ from django.utils.translation import gettext as _
 
 from avatars import cards, tasks
 from avatars.engine.prompts import check_persona_fits
-from avatars.models import Avatar, Conversation, Message
+from avatars.models import Avatar, Conversation, Message, Portrait
 
 CREATORS = "creators"
 # Fields a creator writes, and that approval copies onto the live avatar.
@@ -63,7 +63,7 @@ def grant_creator(user) -> None:
 
 def creator_avatars(user):
     """The avatars a creator may open in the studio: their own, drafts and live ones."""
-    return Avatar.objects.filter(owner=user).defer("portrait")
+    return Avatar.objects.filter(owner=user)
 
 
 def review_queue():
@@ -141,7 +141,7 @@ def do_update_draft(form: DraftForm, portrait: bytes | None = None) -> Avatar:
             raise ValidationError(_("This draft was published meanwhile; open it again."))
         avatar = form.save(commit=False)
         if portrait is not None:
-            avatar.portrait = portrait
+            avatar.portrait = Portrait.store(portrait)
         avatar.review = Avatar.Review.DRAFT
         avatar.save()
     return avatar
@@ -162,7 +162,8 @@ def do_import_card(creator, content: bytes) -> Avatar:
     )
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
-    return do_create_draft(creator, form, card_extras=card.extras, portrait=card.portrait)
+    portrait = Portrait.store(card.portrait) if card.portrait else ""
+    return do_create_draft(creator, form, card_extras=card.extras, portrait=portrait)
 
 
 def export_card(avatar: Avatar, spec: str, fmt: str) -> tuple[bytes, str]:
@@ -172,7 +173,7 @@ def export_card(avatar: Avatar, spec: str, fmt: str) -> tuple[bytes, str]:
     if fmt == "json":
         return cards.card_json(card), "application/json"
     both = [card] if spec == cards.V2 else [build(avatar, cards.V2), card]
-    return cards.card_png(both, bytes(avatar.portrait)), "image/png"
+    return cards.card_png(both, Portrait.png_of(avatar.portrait)), "image/png"
 
 
 def build(avatar: Avatar, spec: str) -> dict:
@@ -309,7 +310,11 @@ def review_diff(avatar: Avatar) -> list[dict]:
         if old != new:
             lines = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=2)
             changes.append({"field": name, "lines": list(lines)[2:]})
-    if live is None or bytes(live.portrait) != bytes(avatar.portrait):
-        if avatar.portrait:
-            changes.append({"field": "portrait", "lines": ["+ (new portrait)"]})
+    if avatar.portrait != (live.portrait if live else ""):
+        changes.append(
+            {
+                "field": "portrait",
+                "lines": ["(a new portrait)" if avatar.portrait else "(no portrait)"],
+            }
+        )
     return changes

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from avatars import cards, studio
 from avatars.chat import avatar_open_to
 from avatars.engine.prompts import persona_room
-from avatars.models import Avatar
+from avatars.models import Avatar, Portrait
 from hunt.models import Hunt
 
 
@@ -93,9 +93,12 @@ def portrait(request, avatar_slug: str):
     avatar = get_object_or_404(
         Avatar.objects.only("portrait", "published", "owner"), slug=avatar_slug
     )
-    if not avatar.portrait or not (avatar.published or avatar_open_to(avatar, request.user)):
+    if not (avatar.published or avatar_open_to(avatar, request.user)):
         raise Http404
-    response = HttpResponse(bytes(avatar.portrait), content_type="image/png")
+    png = Portrait.png_of(avatar.portrait)
+    if not png:
+        raise Http404
+    response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "public, max-age=300" if avatar.published else "private"
     return response
 
@@ -181,7 +184,9 @@ def studio_home(request):
     form = DraftPageForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and "card" not in request.FILES and form.is_valid():
         avatar = studio.do_create_draft(
-            request.user, form, portrait=form.cleaned_data["portrait"] or b""
+            request.user,
+            form,
+            portrait=Portrait.store(png) if (png := form.cleaned_data["portrait"]) else "",
         )
         return redirect("studio-edit", avatar.slug)
     avatars = studio.creator_avatars(request.user).order_by("-updated_at")

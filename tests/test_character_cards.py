@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from PIL import Image, PngImagePlugin
 
 from avatars import cards, studio
-from avatars.models import Avatar
+from avatars.models import Avatar, Portrait
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_hashing")]
@@ -135,7 +135,7 @@ def test_a_png_cards_image_becomes_a_resized_portrait_without_the_card(creator):
     info.add_text("chara", b64(v2_card(name="Tall Portrait")))
     Image.new("RGB", (1200, 1600), "#a52").save(big, format="PNG", pnginfo=info)
     avatar = studio.do_import_card(creator, big.getvalue())
-    portrait = Image.open(io.BytesIO(bytes(avatar.portrait)))
+    portrait = Image.open(io.BytesIO(Portrait.png_of(avatar.portrait)))
     assert portrait.size == (384, 512)
     portrait.load()
     assert "chara" not in portrait.text

@@ -16,8 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.utils import timezone
 
-from avatars import chat, studio, turns
-from avatars.models import Avatar, Conversation, Message
+from avatars import cards, chat, studio, turns
+from avatars.models import Avatar, Conversation, Message, Portrait
 from hunt.models import Clue, Discovery, guarded_words_in
 
 pytest_plugins = ["tests.engine_support"]
@@ -53,10 +53,12 @@ def admin_user(make_user):
     return make_user("boss", is_staff=True, is_superuser=True)
 
 
-def make_draft(creator, name: str = "Wren", persona: str = PERSONA, **fields) -> Avatar:
+def make_draft(
+    creator, name: str = "Wren", persona: str = PERSONA, portrait: str = "", **fields
+) -> Avatar:
     form = studio.DraftForm(data={"name": name, "persona": persona, "land": "", **fields})
     assert form.is_valid(), form.errors
-    return studio.do_create_draft(creator, form)
+    return studio.do_create_draft(creator, form, portrait=portrait)
 
 
 def own_marta(creator) -> Avatar:
@@ -593,3 +595,34 @@ def test_a_creator_cannot_give_the_role(client, creator, make_user):
     client.force_login(creator)
     assert client.post("/studio/review/", {"username": "newbie"}).status_code == 403
     assert not studio.is_creator(newbie)
+
+
+def test_a_new_portrait_reaches_the_live_avatar_on_approval_and_shows_to_players(
+    client, demo_hunt, creator, make_player
+):
+    from tests.test_character_cards import image_bytes
+
+    marta = own_marta(creator)
+    copy = studio.do_revise(creator, marta)
+    form = studio.DraftForm(data={f: getattr(copy, f) for f in studio.AUTHORED}, instance=copy)
+    assert form.is_valid(), form.errors
+    studio.do_update_draft(form, cards.read_portrait(image_bytes("PNG")))
+    client.force_login(make_player("walker").user)
+    assert client.get("/avatars/old-marta/portrait.png").status_code == 404  # not yet
+    studio.do_approve(studio.do_submit(creator, Avatar.objects.get(pk=copy.pk)))
+    assert client.get("/avatars/old-marta/portrait.png").status_code == 200
+    assert 'class="portrait"' in client.get(f"/hunts/{demo_hunt.slug}/avatars/").content.decode()
+    assert Portrait.objects.count() == 1  # stored once, named by the draft and the live avatar
+
+
+def test_clean_sandbox_deletes_old_portraits_no_avatar_uses(creator):
+    from tests.test_character_cards import image_bytes
+
+    used = Portrait.store(cards.read_portrait(image_bytes("PNG", (10, 10))))
+    make_draft(creator, portrait=used)
+    unused = Portrait.store(cards.read_portrait(image_bytes("PNG", (20, 20))))
+    fresh = Portrait.store(cards.read_portrait(image_bytes("PNG", (30, 30))))
+    Portrait.objects.exclude(digest=fresh).update(created_at=timezone.now() - timedelta(days=3))
+    call_command("clean_sandbox")
+    assert set(Portrait.objects.values_list("digest", flat=True)) == {used, fresh}
+    assert unused not in Portrait.objects.values_list("digest", flat=True)

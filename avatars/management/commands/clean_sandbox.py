@@ -5,13 +5,14 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from avatars.models import Conversation
+from avatars.models import Avatar, Conversation, Portrait
 
 
 class Command(BaseCommand):
     help = (
         "Delete sandbox conversations (creators trying their drafts) idle for more than "
-        "--hours hours. Run it from cron, e.g. hourly; a submitted draft keeps its transcript."
+        "--hours hours, and portraits no avatar has used for as long. Run it from cron, e.g. "
+        "hourly; a submitted draft keeps its transcript."
     )
 
     def add_arguments(self, parser):
@@ -20,6 +21,12 @@ class Command(BaseCommand):
     def handle(self, *args, hours: int, **options):
         cutoff = timezone.now() - timedelta(hours=hours)
         deleted = Conversation.objects.filter(sandbox=True, updated_at__lt=cutoff).delete()[1]
+        # Only old rows: a portrait stored a moment ago may belong to a save not committed yet.
+        unused = Portrait.objects.filter(created_at__lt=cutoff).exclude(
+            digest__in=Avatar.objects.values("portrait")
+        )
+        portraits = unused.delete()[0]
         self.stdout.write(
-            f"Deleted {deleted.get('avatars.Conversation', 0)} sandbox conversations."
+            f"Deleted {deleted.get('avatars.Conversation', 0)} sandbox conversations and "
+            f"{portraits} unused portraits."
         )

@@ -34,7 +34,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from avatars import cards, tasks
-from avatars.engine.prompts import check_persona_fits
+from avatars.engine.prompts import check_persona_fits, persona_tokens
 from avatars.models import Avatar, Conversation, Message, Portrait
 
 CREATORS = "creators"
@@ -132,9 +132,10 @@ def do_update_draft(form: DraftForm, portrait: bytes | None = None) -> Avatar:
     """Saves an edit of a draft; a submitted draft goes back to draft (the reviewers would
     otherwise approve a text they have not seen).
 
-    Race: an approval at the same moment. Both lock the row: the approval copies what was
+    Races: an approval at the same moment. Both lock the row: the approval copies what was
     there, and this edit then finds its draft gone (a working copy) or published (a new
-    avatar) and refuses."""
+    avatar) and refuses. A reviewer returning the draft meanwhile: only the edited fields and
+    the status are written, so the reviewer's comment stays."""
     with transaction.atomic():
         locked = Avatar.objects.select_for_update().filter(pk=form.instance.pk).first()
         if locked is None or locked.published:
@@ -143,7 +144,7 @@ def do_update_draft(form: DraftForm, portrait: bytes | None = None) -> Avatar:
         if portrait is not None:
             avatar.portrait = Portrait.store(portrait)
         avatar.review = Avatar.Review.DRAFT
-        avatar.save()
+        avatar.save(update_fields=[*AUTHORED, "portrait", "review", "updated_at"])
     return avatar
 
 
@@ -162,8 +163,9 @@ def do_import_card(creator, content: bytes) -> Avatar:
     )
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
-    portrait = Portrait.store(card.portrait) if card.portrait else ""
-    return do_create_draft(creator, form, card_extras=card.extras, portrait=portrait)
+    with transaction.atomic():
+        portrait = Portrait.store(card.portrait) if card.portrait else ""
+        return do_create_draft(creator, form, card_extras=card.extras, portrait=portrait)
 
 
 def export_card(avatar: Avatar, spec: str, fmt: str) -> tuple[bytes, str]:
@@ -240,7 +242,7 @@ def do_submit(creator, avatar: Avatar) -> Avatar:
             review=Avatar.Review.SUBMITTED,
             submitted_at=timezone.now(),
             review_record={
-                "checks": {"fits_prompt_budget": True, "fields": True},
+                "checks": submit_checks(avatar),
                 "transcript": sandbox_transcript(avatar),
             },
         )
@@ -250,6 +252,16 @@ def do_submit(creator, avatar: Avatar) -> Avatar:
         raise ValidationError(_("Only a draft or a returned draft can be submitted."))
     avatar.refresh_from_db()
     return avatar
+
+
+def submit_checks(avatar: Avatar) -> dict[str, str]:
+    """What the save checks found on a draft that passed them, for the reviewers."""
+    used, room = persona_tokens(avatar.persona, avatar.greeting, examples=avatar.examples)
+    return {
+        _("prompt budget"): _("%(used)d of %(room)d tokens") % {"used": used, "room": room},
+        _("fields"): _("none empty, no duplicate"),
+        _("guarded words"): _("checked when a superuser publishes it into a hunt"),
+    }
 
 
 def do_return(avatar: Avatar, comment: str) -> bool:

@@ -19,11 +19,8 @@ from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 
 from avatars.models import Avatar, Conversation, Feedback, Message
+from avatars.studio import is_organizer
 from hunt.admin import ClueInline
-
-
-def is_organizer(request) -> bool:
-    return request.user.is_superuser or request.user.has_perm("hunt.change_hunt")
 
 
 class DraftAvatarForm(forms.ModelForm):
@@ -56,13 +53,13 @@ class AvatarAdmin(admin.ModelAdmin):
         # Sandbox conversations are creators trying drafts, not play.
         played = Count("conversations", filter=Q(conversations__sandbox=False))
         qs = super().get_queryset(request).annotate(n_conv=played)
-        return qs if is_organizer(request) else qs.filter(owner=request.user)
+        return qs if is_organizer(request.user) else qs.filter(owner=request.user)
 
     def get_inlines(self, request, obj):
-        return [ClueInline] if is_organizer(request) else []
+        return [ClueInline] if is_organizer(request.user) else []
 
     def get_readonly_fields(self, request, obj=None):
-        fields = [] if is_organizer(request) else ["hunt", "owner"]
+        fields = [] if is_organizer(request.user) else ["hunt", "owner"]
         return fields if request.user.is_superuser else [*fields, "published"]
 
     def save_model(self, request, obj, form, change):

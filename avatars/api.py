@@ -13,10 +13,9 @@ from typing import Literal
 
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404
 from ninja import Field, File, Query, Router, Schema, Status, UploadedFile
 
-from avatars import cards
+from avatars import cards, studio
 from avatars.cards import CardError
 from avatars.chat import avatar_open_to, history_page
 from avatars.engine.prompts import persona_tokens
@@ -150,10 +149,7 @@ def creator_of(request):
 
 
 def own_avatar(request, slug: str) -> Avatar:
-    """One of the caller's avatars; another creator's is as unknown as a missing one (404)."""
-    return get_object_or_404(
-        creator_avatars(creator_of(request)).select_related("revision_of"), slug=slug
-    )
+    return studio.own_avatar(creator_of(request), slug)
 
 
 def refused(exc: ValidationError | CardError) -> ApiError:
@@ -202,7 +198,7 @@ def create_avatar(request, payload: DraftIn):
 def import_avatar(request, file: File[UploadedFile]):
     creator = creator_of(request)
     try:
-        avatar = do_import_card(creator, read_upload(file, cards.MAX_CARD_BYTES))
+        avatar = do_import_card(creator, cards.read_upload(file, cards.MAX_CARD_BYTES))
     except (ValidationError, CardError) as exc:
         raise refused(exc) from None
     return Status(201, draft_out(avatar))
@@ -248,8 +244,8 @@ def upload_portrait(request, slug: str, file: File[UploadedFile]):
     if avatar.published:
         raise ApiError(409, ErrorCode.INVALID, "A live avatar is edited through /revise.")
     try:
-        portrait = cards.read_portrait(read_upload(file, cards.MAX_IMAGE_BYTES))
-        form = DraftForm(data={f: getattr(avatar, f) for f in AUTHORED}, instance=avatar)
+        portrait = cards.read_portrait(cards.read_upload(file, cards.MAX_IMAGE_BYTES))
+        form = studio.current_form(avatar)
         if not form.is_valid():
             raise ValidationError(form.errors.as_data())
         return draft_out(do_update_draft(form, portrait))
@@ -311,10 +307,3 @@ def meter(request, payload: MeterIn):
         raise ApiError(400, ErrorCode.TOO_LONG, f"At most {MAX_METER_CHARS} characters a field.")
     tokens, room = persona_tokens(payload.persona, payload.greeting, examples=payload.examples)
     return {"tokens": tokens, "room": room}
-
-
-def read_upload(file: UploadedFile, limit: int) -> bytes:
-    """The upload's bytes, refused before reading when larger than `limit`."""
-    if file.size > limit:
-        raise CardError(f"The file is larger than {limit // 2**20} MB.")
-    return file.read()

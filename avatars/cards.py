@@ -271,6 +271,13 @@ def open_image(content: bytes, formats=IMAGE_FORMATS) -> Image.Image:
     return image
 
 
+def read_upload(upload, limit: int) -> bytes:
+    """An uploaded file's bytes, refused before reading when larger than `limit`."""
+    if upload.size > limit:
+        raise CardError(f"The file is larger than {limit // (1024 * 1024)} MB.")
+    return upload.read()
+
+
 def read_portrait(content: bytes) -> bytes:
     """A portrait upload, checked and resized (see `portrait_png`)."""
     if len(content) > MAX_IMAGE_BYTES:

@@ -29,6 +29,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
@@ -66,6 +67,11 @@ def creator_avatars(user):
     return Avatar.objects.filter(owner=user)
 
 
+def own_avatar(user, slug: str) -> Avatar:
+    """One of `user`'s avatars; another creator's is as unknown as a missing one (404)."""
+    return get_object_or_404(creator_avatars(user).select_related("revision_of"), slug=slug)
+
+
 def review_queue():
     return Avatar.objects.filter(review=Avatar.Review.SUBMITTED).order_by("submitted_at")
 
@@ -101,6 +107,11 @@ class DraftForm(forms.ModelForm):
             except ValidationError as exc:
                 self.add_error("persona", exc)
         return data
+
+
+def current_form(avatar: Avatar) -> DraftForm:
+    """The save checks on what the draft holds now (the prompt budget may have changed)."""
+    return DraftForm(data={f: getattr(avatar, f) for f in AUTHORED}, instance=avatar)
 
 
 def unique_slug(name: str) -> str:
@@ -229,7 +240,7 @@ def do_submit(creator, avatar: Avatar) -> Avatar:
     have changed since). Records what the reviewers see: the checks and the sandbox
     transcript (sandbox conversations are deleted after a while); the attack prompts' replies
     follow once a worker has run them (turns.run_review_attacks)."""
-    form = DraftForm(data={f: getattr(avatar, f) for f in AUTHORED}, instance=avatar)
+    form = current_form(avatar)
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
     with transaction.atomic():

@@ -139,10 +139,8 @@ class DraftPageForm(studio.DraftForm):
         upload = self.cleaned_data.get("portrait")
         if not upload:
             return None
-        if upload.size > cards.MAX_IMAGE_BYTES:
-            raise ValidationError(_("The image is larger than 4 MB."))
         try:
-            return cards.read_portrait(upload.read())
+            return cards.read_portrait(cards.read_upload(upload, cards.MAX_IMAGE_BYTES))
         except cards.CardError as exc:
             raise ValidationError(str(exc)) from None
 
@@ -157,21 +155,12 @@ class ReviewForm(forms.Form):
     comment = forms.CharField(widget=forms.Textarea, required=False, label=_("Comment"))
 
 
-def own_avatar(request, slug: str) -> Avatar:
-    # Another creator's avatar is as unknown as a missing one.
-    return get_object_or_404(
-        studio.creator_avatars(request.user).select_related("revision_of"), slug=slug
-    )
-
-
 @creator_required
 def studio_home(request):
     if request.method == "POST" and "card" in request.FILES:
-        upload = request.FILES["card"]
         try:
-            if upload.size > cards.MAX_CARD_BYTES:
-                raise cards.CardError(_("The file is larger than 8 MB."))
-            avatar = studio.do_import_card(request.user, upload.read())
+            content = cards.read_upload(request.FILES["card"], cards.MAX_CARD_BYTES)
+            avatar = studio.do_import_card(request.user, content)
         except (cards.CardError, ValidationError) as exc:
             messages.error(
                 request,
@@ -195,7 +184,7 @@ def studio_home(request):
 
 @creator_required
 def studio_edit(request, slug: str):
-    avatar = own_avatar(request, slug)
+    avatar = studio.own_avatar(request.user, slug)
     if avatar.published:
         return render(request, "avatars/studio_edit.html", {"avatar": avatar, "versions": EXPORTS})
     form = DraftPageForm(request.POST or None, request.FILES or None, instance=avatar)
@@ -221,7 +210,7 @@ EXPORTS = [("v2", "json"), ("v2", "png"), ("v3", "json"), ("v3", "png")]
 @require_POST
 @creator_required
 def studio_submit(request, slug: str):
-    avatar = own_avatar(request, slug)
+    avatar = studio.own_avatar(request.user, slug)
     try:
         studio.do_submit(request.user, avatar)
     except ValidationError as exc:
@@ -234,7 +223,7 @@ def studio_submit(request, slug: str):
 @require_POST
 @creator_required
 def studio_revise(request, slug: str):
-    avatar = own_avatar(request, slug)
+    avatar = studio.own_avatar(request.user, slug)
     if not avatar.published:
         return redirect("studio-edit", avatar.slug)
     return redirect("studio-edit", studio.do_revise(request.user, avatar).slug)
@@ -242,7 +231,7 @@ def studio_revise(request, slug: str):
 
 @creator_required
 def studio_card(request, slug: str, spec: str, fmt: str):
-    avatar = own_avatar(request, slug)
+    avatar = studio.own_avatar(request.user, slug)
     if (spec, fmt) not in EXPORTS:
         raise Http404
     content, content_type = studio.export_card(avatar, cards.SPEC_NAMES[spec], fmt)

@@ -252,7 +252,7 @@ def check_persona_fits(
     used, room = persona_tokens(persona, greeting, context, tokenizer, budget, examples)
     if used > room:
         raise ValidationError(
-            "The persona is too long: with the greeting and hunt description it takes "
+            "The persona is too long: with the greeting, examples and hunt description it takes "
             "%(used)d tokens of the %(budget)d-token prompt budget, and at most %(room)d fit "
             "beside the conversation. Shorten it by about %(over)d words.",
             code="persona_too_long",

@@ -91,7 +91,10 @@ def open_conversation(
     player = Player.for_user(user)
     # Race: two tabs of one player opening this avatar at once. The unique (player, avatar)
     # constraint makes the loser's insert fail, and get_or_create then reads the winner's row.
-    conversation, _created = Conversation.objects.get_or_create(player=player, avatar=avatar)
+    # Talking to an unpublished avatar is trying it out: a sandbox conversation, never play.
+    conversation, _created = Conversation.objects.get_or_create(
+        player=player, avatar=avatar, defaults={"sandbox": not avatar.published}
+    )
     rate, burst = chat_limits(avatar.hunt)
     return None, ChatSession(
         conversation_id=conversation.pk,
@@ -168,7 +171,7 @@ def hello_frame(conversation_id: int) -> dict:
     return {
         "type": "hello",
         "conversation_id": conversation.pk,
-        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.greeting},
+        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.shown_greeting},
         "history": history,
         # Additive: older messages exist (GET /api/v1/avatars/<slug>/messages?before=<id>).
         "history_more": more,

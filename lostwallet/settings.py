@@ -219,7 +219,11 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"avatars.tasks.generate_reply": {"queue": "generation"}}
+CELERY_TASK_ROUTES = {
+    "avatars.tasks.generate_reply": {"queue": "generation"},
+    # The review's attack prompts (avatars/studio.py) need the model too.
+    "avatars.tasks.review_attacks": {"queue": "generation"},
+}
 # One message at a time per worker slot: generation jobs are long, prefetching would park
 # players behind a busy slot while another worker idles.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

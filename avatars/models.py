@@ -175,8 +175,9 @@ class Conversation(models.Model):
     # Quotes the turns it folds, reveal replies included: sealed at rest (hunt.crypto).
     summary = SealedTextField(blank=True)
     summary_upto = models.BigIntegerField(null=True, blank=True)
-    # When the player last said something (opening a chat is not talking): the console's
-    # active players and "talked to the avatar" read this through the index below.
+    # When the player last said something in play (opening a chat is not talking, a sandbox
+    # is not play): the console's active players and "talked to the avatar" read this through
+    # the index below.
     last_said_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

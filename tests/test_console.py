@@ -538,3 +538,15 @@ async def test_a_reply_records_its_wait_and_model_and_a_guard_cut_is_an_incident
     )()
     assert incidents == [(Incident.Kind.GUARD, player.pk, ack["message_id"])]
     await client.disconnect()
+
+
+def test_a_creator_trying_an_unpublished_avatar_of_the_hunt_counts_nowhere(demo_hunt, make_player):
+    marta = Avatar.objects.get(slug="old-marta")
+    creator = make_player("maker")
+    Avatar.objects.filter(pk=marta.pk).update(published=False, owner=creator.user)
+    code, session = chat.open_conversation(creator.user, "old-marta")
+    assert code is None and session.hunt_id is None
+    chat.do_say(session.conversation_id, "Testing my draft", None, session.hunt_id)
+    progress = console_figures(demo_hunt, with_text=False)["progress"]
+    assert progress["players"]["active_5m"] == 0
+    assert sum(p["messages"] for p in progress["timeline"]) == 0

@@ -119,21 +119,23 @@ def funnel(hunt: Hunt) -> list[dict]:
     """Per guarded word: players who talked to its avatar, came close to its clue, found it;
     and its first finder."""
     clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
-    talked = dict(
-        Conversation.objects.filter(
-            avatar__hunt=hunt, last_said_at__isnull=False, player__hidden=False
-        )
-        .values_list("avatar")
-        .annotate(n=Count("player"))
+    # Every conversation that said something, counted on the (avatar, last_said_at) index
+    # alone, less the few of hidden players: joining every conversation to its player to
+    # filter out hidden ones reads both tables whole.
+    said = Conversation.objects.filter(
+        avatar__in=[clue.avatar_id for clue in clues], last_said_at__isnull=False
     )
-    close = dict(
-        NearMiss.objects.filter(hunt=hunt)
-        .values_list("clue")
-        .annotate(n=Count("player", distinct=True))
+    talked = Counter(dict(said.values_list("avatar").annotate(n=Count("avatar"))))
+    talked.subtract(
+        dict(said.filter(player__hidden=True).values_list("avatar").annotate(n=Count("avatar")))
     )
-    # Count("player"): the (word, player, found_at) index answers this without the table.
+    close = near_miss_totals(clues)
+    # Count("player") over the clues' words listed (not joined through the hunt): the
+    # (word, player, found_at) index answers this alone, without the table.
     found = dict(
-        Discovery.objects.filter(word__hunt=hunt).values_list("word").annotate(n=Count("player"))
+        Discovery.objects.filter(word__in=[clue.word_id for clue in clues])
+        .values_list("word")
+        .annotate(n=Count("player"))
     )
     firsts = {
         d.word_id: d
@@ -150,7 +152,7 @@ def funnel(hunt: Hunt) -> list[dict]:
                 "position": clue.word.position,
                 "avatar": clue.avatar.name,
                 "talked": talked.get(clue.avatar_id, 0),
-                "close": close.get(clue.pk, 0),
+                "close": close.get(clue.pk, {}).get("players", 0),
                 "found": found.get(clue.word_id, 0),
                 "first_finder": first.player.name if first else None,
                 "first_at": iso_ms(first.found_at) if first else None,
@@ -216,16 +218,23 @@ def group_key(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
+def near_miss_totals(clues: list[Clue]) -> dict[int, dict]:
+    """Near misses and players per clue. Filtered by clue rather than hunt (the same rows) and
+    counting players rather than ids (never null), so the (clue, player) index answers it
+    alone, in clue order, without reading the table."""
+    return {
+        row["clue"]: row
+        for row in NearMiss.objects.filter(clue__in=clues)
+        .values("clue")
+        .annotate(near_misses=Count("player"), players=Count("player", distinct=True))
+    }
+
+
 def stuck(hunt: Hunt, *, with_text: bool) -> list[dict]:
     """Per clue: near misses and players, and the newest near misses grouped by the same
     words with counts. Texts (and the one-click "add as example") only `with_text`."""
     clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
-    totals = {
-        row["clue"]: row
-        for row in NearMiss.objects.filter(hunt=hunt)
-        .values("clue")
-        .annotate(near_misses=Count("id"), players=Count("player", distinct=True))
-    }
+    totals = near_miss_totals(clues)
     groups: dict[int, dict[str, dict]] = defaultdict(dict)
     if with_text:
         sample = (

@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from avatars.models import Conversation, Feedback, Message, WorkerBeat
@@ -68,17 +68,16 @@ def hunt_header(hunt: Hunt) -> dict:
 
 
 def progress(hunt: Hunt, now) -> dict:
-    rows = list(
-        Activity.objects.since(hunt, min(hunt.starts_at, now) - timedelta(minutes=1))
-        .filter(minute__lte=now)
-        .values_list("minute", "messages", "discoveries")
-        .order_by("minute")
+    counters = Activity.objects.since(hunt, min(hunt.starts_at, now) - timedelta(minutes=1)).filter(
+        minute__lte=now
     )
-    recent = [m for minute, m, _d in rows if minute >= now - timedelta(minutes=5)]
+    recent = counters.filter(minute__gte=now - timedelta(minutes=5)).aggregate(
+        n=Sum("messages", default=0)
+    )["n"]
     return {
         "players": players(hunt, now),
-        "messages_per_minute": round(sum(recent) / 5, 1),
-        "timeline": timeline(rows, hunt.starts_at, min(now, hunt.ends_at)),
+        "messages_per_minute": round(recent / 5, 1),
+        "timeline": timeline(counters, hunt.starts_at, min(now, hunt.ends_at)),
         "funnel": funnel(hunt),
         "claims": claim_counts(hunt),
         "cooldowns": cooldowns(hunt, now),
@@ -99,20 +98,38 @@ def players(hunt: Hunt, now) -> dict:
     }
 
 
-def timeline(rows: list[tuple], start, end) -> list[dict]:
-    """The per-minute counters folded into at most TIMELINE_BUCKETS points from the start of
-    the hunt to now (or its end)."""
+def timeline(counters: QuerySet[Activity], start, end) -> list[dict]:
+    """The per-minute counters summed into at most TIMELINE_BUCKETS points from the start of
+    the hunt to now (or its end); minutes before the start count in the first point, minutes
+    after the last point's start in the last. Summed by the database in one row: reading a
+    long event's thousands of minute rows back costs more in converting their dates than the
+    sums do."""
     if end <= start:
         return []
     width = max((end - start) / TIMELINE_BUCKETS, timedelta(minutes=1))
     count = min(TIMELINE_BUCKETS, int((end - start) / width) + 1)
-    buckets = [{"at": iso_ms(start + i * width), "messages": 0, "discoveries": 0}
-               for i in range(count)]  # fmt: skip
-    for minute, messages, discoveries in rows:
-        i = min(max(int((minute - start) / width), 0), count - 1)
-        buckets[i]["messages"] += messages
-        buckets[i]["discoveries"] += discoveries
-    return buckets
+    starts = [start + i * width for i in range(count)]
+
+    def within(i: int) -> Q | None:
+        after = Q(minute__gte=starts[i]) if i > 0 else None
+        before = Q(minute__lt=starts[i + 1]) if i < count - 1 else None
+        return after & before if after and before else after or before
+
+    sums = counters.aggregate(
+        **{
+            f"{field}_{i}": Sum(field, filter=within(i), default=0)
+            for i in range(count)
+            for field in ("messages", "discoveries")
+        }
+    )
+    return [
+        {
+            "at": iso_ms(at),
+            "messages": sums[f"messages_{i}"],
+            "discoveries": sums[f"discoveries_{i}"],
+        }
+        for i, at in enumerate(starts)
+    ]
 
 
 def funnel(hunt: Hunt) -> list[dict]:

@@ -102,10 +102,8 @@ SEEDED = [Conversation, Message, Discovery, Activity, NearMiss, Feedback, Incide
 
 def size_label(opts) -> str:
     """What the hunt's description records, so a later run knows whether it can reuse it."""
-    return (
-        f"Benchmark data: {opts['players']} players, {opts['discoveries']} discoveries, "
-        f"{opts['messages']} messages, seed {opts['seed']}."
-    )
+    sizes = ("players", "discoveries", "messages", "near_misses", "incidents", "feedback", "claims")
+    return f"Benchmark data: {', '.join(f'{opts[s]} {s}' for s in sizes)}, seed {opts['seed']}."
 
 
 def batched(rows: Iterable, size: int) -> Iterator[list]:

@@ -391,16 +391,19 @@ def redis_reachable() -> bool | None:
 
 def avatar_ratings(hunt: Hunt) -> list[dict]:
     """Thumbs up and down per avatar, and per model that wrote the rated replies."""
+    avatars = list(hunt.avatars.order_by("name"))
+    # Filtered by the avatars' ids and counting values (never null), so the (avatar, model,
+    # value) index answers it alone.
     rows = (
-        Feedback.objects.filter(avatar__hunt=hunt)
+        Feedback.objects.filter(avatar__in=avatars)
         .values_list("avatar", "model")
-        .annotate(up=Count("id", filter=Q(value=1)), down=Count("id", filter=Q(value=-1)))
+        .annotate(up=Count("value", filter=Q(value=1)), down=Count("value", filter=Q(value=-1)))
     )
     per_avatar: dict[int, list] = defaultdict(list)
     for avatar_id, model, up, down in rows:
         per_avatar[avatar_id].append({"model": model or "unknown", "up": up, "down": down})
     out = []
-    for avatar in hunt.avatars.order_by("name"):
+    for avatar in avatars:
         models = sorted(per_avatar.get(avatar.pk, []), key=lambda m: m["model"])
         totals = Counter()
         for m in models:

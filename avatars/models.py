@@ -300,6 +300,10 @@ class Feedback(models.Model):
             models.UniqueConstraint(fields=["message", "player"], name="feedback_once"),
             models.CheckConstraint(condition=Q(value__in=[1, -1]), name="feedback_value_sign"),
         ]
+        indexes = [
+            # The console's thumbs per avatar and model, counted on this index alone.
+            models.Index(fields=["avatar", "model", "value"], name="feedback_avatar_model"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.value:+d} on {self.message_id}"

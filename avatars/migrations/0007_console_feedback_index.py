@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('avatars', '0005_backfill_console'),
+        ('avatars', '0006_creator_studio'),
         ('hunt', '0007_console_recent_indexes'),
     ]
 

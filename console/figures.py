@@ -40,11 +40,14 @@ SERVICE_WINDOW = timedelta(minutes=10)
 
 def console_figures(hunt: Hunt, *, with_text: bool) -> dict:
     now = timezone.now()
+    # Read once for the funnel and the stuck panel, which both go clue by clue.
+    clues = hunt_clues(hunt)
+    near = near_miss_totals(clues)
     return {
         "hunt": hunt_header(hunt),
         "generated_at": iso_ms(now),
-        "progress": progress(hunt, now),
-        "stuck": stuck(hunt, with_text=with_text),
+        "progress": progress(hunt, now, clues, near),
+        "stuck": stuck(hunt, clues, near, with_text=with_text),
         "attacks": attacks(hunt, now),
         "service": service(now),
         "avatars": avatar_ratings(hunt),
@@ -67,7 +70,11 @@ def hunt_header(hunt: Hunt) -> dict:
 # Progress --------------------------------------------------------------------------------------
 
 
-def progress(hunt: Hunt, now) -> dict:
+def hunt_clues(hunt: Hunt) -> list[Clue]:
+    return list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
+
+
+def progress(hunt: Hunt, now, clues: list[Clue], near: dict[int, dict]) -> dict:
     counters = Activity.objects.since(hunt, min(hunt.starts_at, now) - timedelta(minutes=1)).filter(
         minute__lte=now
     )
@@ -78,7 +85,7 @@ def progress(hunt: Hunt, now) -> dict:
         "players": players(hunt, now),
         "messages_per_minute": round(recent / 5, 1),
         "timeline": timeline(counters, hunt.starts_at, min(now, hunt.ends_at)),
-        "funnel": funnel(hunt),
+        "funnel": funnel(hunt, clues, near),
         "claims": claim_counts(hunt),
         "cooldowns": cooldowns(hunt, now),
         "recent_discoveries": recent_discoveries(hunt),
@@ -132,10 +139,9 @@ def timeline(counters: QuerySet[Activity], start, end) -> list[dict]:
     ]
 
 
-def funnel(hunt: Hunt) -> list[dict]:
-    """Per guarded word: players who talked to its avatar, came close to its clue, found it;
-    and its first finder."""
-    clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
+def funnel(hunt: Hunt, clues: list[Clue], close: dict[int, dict]) -> list[dict]:
+    """Per guarded word: players who talked to its avatar, came close to its clue (`close`,
+    near_miss_totals), found it; and its first finder."""
     # Every conversation that said something, counted on the (avatar, last_said_at) index
     # alone, less the few of hidden players: joining every conversation to its player to
     # filter out hidden ones reads both tables whole.
@@ -146,7 +152,6 @@ def funnel(hunt: Hunt) -> list[dict]:
     talked.subtract(
         dict(said.filter(player__hidden=True).values_list("avatar").annotate(n=Count("avatar")))
     )
-    close = near_miss_totals(clues)
     # Count("player") over the clues' words listed (not joined through the hunt): the
     # (word, player, found_at) index answers this alone, without the table.
     found = dict(
@@ -247,11 +252,10 @@ def near_miss_totals(clues: list[Clue]) -> dict[int, dict]:
     }
 
 
-def stuck(hunt: Hunt, *, with_text: bool) -> list[dict]:
-    """Per clue: near misses and players, and the newest near misses grouped by the same
-    words with counts. Texts (and the one-click "add as example") only `with_text`."""
-    clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
-    totals = near_miss_totals(clues)
+def stuck(hunt: Hunt, clues: list[Clue], totals: dict[int, dict], *, with_text: bool) -> list[dict]:
+    """Per clue: near misses and players (`totals`, near_miss_totals), and the newest near
+    misses grouped by the same words with counts. Texts (and the one-click "add as example")
+    only `with_text`."""
     groups: dict[int, dict[str, dict]] = defaultdict(dict)
     if with_text:
         sample = (

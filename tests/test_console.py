@@ -550,3 +550,56 @@ def test_a_creator_trying_an_unpublished_avatar_of_the_hunt_counts_nowhere(demo_
     progress = console_figures(demo_hunt, with_text=False)["progress"]
     assert progress["players"]["active_5m"] == 0
     assert sum(p["messages"] for p in progress["timeline"]) == 0
+
+
+# Serving the figures ---------------------------------------------------------------------------
+
+
+def test_polls_are_answered_from_the_cache_and_refreshed_in_the_background(
+    client, demo_hunt, make_player, organizer, settings, monkeypatch
+):
+    from console import views
+
+    started = []
+    monkeypatch.setattr(views, "_refresh_soon", lambda hunt, with_text: started.append(hunt.pk))
+    settings.CONSOLE_CACHE_SECONDS = 3600
+    client.force_login(organizer)
+    url = figures_url(demo_hunt)
+    first = client.get(url).json()
+
+    gate_turn(make_player("finder"), "old-marta", MARTA_RIGHT)
+    assert client.get(url).json()["progress"] == first["progress"]  # fresh enough: cached
+    assert started == []
+
+    settings.CONSOLE_CACHE_SECONDS = 0
+    stale = client.get(url).json()
+    assert stale["progress"] == first["progress"]  # old figures now, a refresh for the next
+    assert started == [demo_hunt.pk]
+
+    views._compute(demo_hunt, with_text=False)  # what the refresh does
+    assert client.get(url).json()["progress"]["recent_discoveries"][0]["player"] == "finder"
+
+
+def test_the_hunts_state_is_never_served_stale(client, demo_hunt, organizer, settings):
+    settings.CONSOLE_CACHE_SECONDS = 3600
+    client.force_login(organizer)
+    url = figures_url(demo_hunt)
+    assert client.get(url).json()["hunt"]["paused"] is False
+    actions.set_paused(demo_hunt, True)  # not through the console: no cache dropped
+    assert client.get(url).json()["hunt"]["paused"] is True
+
+
+def test_one_background_refresh_runs_at_a_time(demo_hunt, monkeypatch):
+    from console import views
+
+    threads = []
+    monkeypatch.setattr(views.threading, "Thread", lambda **kw: threads.append(kw) or _NoStart())
+    views._refresh_soon(demo_hunt, False)
+    views._refresh_soon(demo_hunt, False)
+    views._refresh_soon(demo_hunt, True)
+    assert len(threads) == 2  # one per audience
+
+
+class _NoStart:
+    def start(self) -> None:
+        pass

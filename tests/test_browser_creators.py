@@ -10,12 +10,11 @@ import pytest
 
 from avatars import studio
 from avatars.models import Avatar, Conversation
-from tests.conftest import ROOT
+from tests.conftest import BROWSER_PASSWORD, ROOT, sign_in
 from tests.test_browser_hunt import in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-unusual-passphrase-42"
 CARD = ROOT / "tests" / "data" / "cards" / "v3_baker.png"
 NAME = "Baker Lin of the PNG"
 
@@ -23,18 +22,10 @@ NAME = "Baker Lin of the PNG"
 @pytest.fixture
 def actors(demo_hunt, make_user, make_player):
     """Made before the browser starts: Django refuses ORM calls from Playwright's thread."""
-    studio.grant_creator(make_user("maker", password=PASSWORD))
-    make_user("boss", password=PASSWORD, is_staff=True, is_superuser=True)
-    make_player("walker", password=PASSWORD)
+    studio.grant_creator(make_user("maker", password=BROWSER_PASSWORD))
+    make_user("boss", password=BROWSER_PASSWORD, is_staff=True, is_superuser=True)
+    make_player("walker", password=BROWSER_PASSWORD)
     return demo_hunt
-
-
-def sign_in(page, base: str, username: str, next_path: str) -> None:
-    page.goto(f"{base}/accounts/login/?next={next_path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}{next_path}")
 
 
 def sign_out(page) -> None:

@@ -6,23 +6,21 @@ so only superusers read them.
 
 Only superusers publish. Publishing checks that the avatar's public texts hold no guarded word;
 if anyone could publish, that check would let them test candidate words. So a save by anyone
-else that changes what players would read (name, persona, greeting) takes the avatar out of play
-until a superuser publishes it again, whatever the texts hold.
+else that changes what players would read (name, persona, greeting, examples) takes the avatar
+out of play until a superuser publishes it again, whatever the texts hold. Creators' drafts in
+the studio (avatars/studio.py) follow the same rule.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 
 from avatars.models import Avatar, Conversation, Feedback, Message
+from avatars.studio import is_organizer
 from hunt.admin import ClueInline
-
-
-def is_organizer(request) -> bool:
-    return request.user.is_superuser or request.user.has_perm("hunt.change_hunt")
 
 
 class DraftAvatarForm(forms.ModelForm):
@@ -31,7 +29,9 @@ class DraftAvatarForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if not self.instance.pk or {"name", "persona", "greeting"} & set(self.changed_data):
+        if not self.instance.pk or {"name", "persona", "greeting", "examples"} & set(
+            self.changed_data
+        ):
             self.instance.published = False
         return data
 
@@ -45,19 +45,21 @@ class AvatarAdmin(admin.ModelAdmin):
     autocomplete_fields = ["owner"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "hunt", "published", "owner"]}),
-        (_("Character"), {"fields": ["persona", "greeting"]}),
+        (_("Character"), {"fields": ["persona", "greeting", "examples"]}),
         (_("Where"), {"fields": ["land", "latitude", "longitude"]}),
     ]
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request).annotate(n_conv=Count("conversations"))
-        return qs if is_organizer(request) else qs.filter(owner=request.user)
+        # Sandbox conversations are creators trying drafts, not play.
+        played = Count("conversations", filter=Q(conversations__sandbox=False))
+        qs = super().get_queryset(request).annotate(n_conv=played)
+        return qs if is_organizer(request.user) else qs.filter(owner=request.user)
 
     def get_inlines(self, request, obj):
-        return [ClueInline] if is_organizer(request) else []
+        return [ClueInline] if is_organizer(request.user) else []
 
     def get_readonly_fields(self, request, obj=None):
-        fields = [] if is_organizer(request) else ["hunt", "owner"]
+        fields = [] if is_organizer(request.user) else ["hunt", "owner"]
         return fields if request.user.is_superuser else [*fields, "published"]
 
     def save_model(self, request, obj, form, change):
@@ -104,11 +106,19 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(SuperuserOnlyAdmin):
-    list_display = ["player", "avatar", "messages_count", "updated_at"]
-    list_filter = ["avatar__hunt", "avatar"]
+    list_display = ["player", "avatar", "sandbox", "messages_count", "updated_at"]
+    list_filter = ["sandbox", "avatar__hunt", "avatar"]
     search_fields = ["player__display_name", "player__user__username", "avatar__name"]
     inlines = [MessageInline]
-    readonly_fields = ["player", "avatar", "summary", "summary_upto", "created_at", "updated_at"]
+    readonly_fields = [
+        "player",
+        "avatar",
+        "sandbox",
+        "summary",
+        "summary_upto",
+        "created_at",
+        "updated_at",
+    ]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n=Count("messages"))

@@ -91,14 +91,20 @@ def open_conversation(
     player = Player.for_user(user)
     # Race: two tabs of one player opening this avatar at once. The unique (player, avatar)
     # constraint makes the loser's insert fail, and get_or_create then reads the winner's row.
-    conversation, _created = Conversation.objects.get_or_create(player=player, avatar=avatar)
+    # Talking to an unpublished avatar is trying it out: a sandbox conversation, never play.
+    conversation, _created = Conversation.objects.get_or_create(
+        player=player, avatar=avatar, defaults={"sandbox": not avatar.published}
+    )
     rate, burst = chat_limits(avatar.hunt)
+    # A sandbox conversation plays in no hunt: it counts in none of the console's figures,
+    # hears no announcement and is not stopped by a pause.
+    hunt = None if conversation.sandbox else avatar.hunt
     return None, ChatSession(
         conversation_id=conversation.pk,
         group=conversation.group_name(),
         player_id=player.pk,
-        hunt_id=avatar.hunt_id,
-        hunt_slug=avatar.hunt.slug if avatar.hunt else None,
+        hunt_id=hunt.pk if hunt else None,
+        hunt_slug=hunt.slug if hunt else None,
         rate_per_minute=rate,
         burst=burst,
         address=address or "",
@@ -168,7 +174,7 @@ def hello_frame(conversation_id: int) -> dict:
     return {
         "type": "hello",
         "conversation_id": conversation.pk,
-        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.greeting},
+        "avatar": {"slug": avatar.slug, "name": avatar.name, "greeting": avatar.shown_greeting},
         "history": history,
         # Additive: older messages exist (GET /api/v1/avatars/<slug>/messages?before=<id>).
         "history_more": more,
@@ -219,7 +225,7 @@ def do_say(
     conversation_id: int, text: str, client_id: str | None, hunt_id: int | None = None
 ) -> tuple[Message, bool]:
     """Stores a player's message and starts its reply once the row is committed; counts it in
-    the hunt's activity (`hunt_id`, the conversation's hunt).
+    the hunt's activity (`hunt_id`: the hunt this conversation plays in, None for a sandbox).
 
     Returns (message, created). A `client_id` already used in this conversation returns the
     original message with created=False and starts nothing. Raises ConversationBusy while an
@@ -245,8 +251,8 @@ def do_say(
                 client_id=client_id,
                 status=Message.Status.PENDING,
             )
-            Conversation.objects.filter(pk=conversation_id).update(last_said_at=now)
-            if hunt_id is not None:
+            if hunt_id is not None:  # play, not a sandbox nor an avatar outside hunts
+                Conversation.objects.filter(pk=conversation_id).update(last_said_at=now)
                 Activity.bump(hunt_id, messages=1)
             # Runs after commit: a worker never looks for a row it cannot see yet.
             tasks.enqueue_reply(message)

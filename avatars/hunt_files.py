@@ -221,8 +221,9 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
         c.text(avatar, "name", path, max_len=100)
         persona = c.text(avatar, "persona", path)
         greeting = c.text(avatar, "greeting", path, required=False, max_len=300)
-        if persona and greeting is not None:
-            _check_persona_fits(c, doc, persona, greeting, f"{path}.persona")
+        examples = c.text(avatar, "examples", path, required=False)
+        if persona and greeting is not None and examples is not None:
+            _check_persona_fits(c, doc, persona, greeting, examples, f"{path}.persona")
         c.text(avatar, "land", path, required=False, max_len=200)
         _check_location(c, avatar.get("location"), f"{path}.location")
         clues = avatar.get("clues", [])
@@ -266,8 +267,11 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
     return guarded_by
 
 
-def _check_persona_fits(c: _Checker, doc: dict, persona: str, greeting: str, path: str) -> None:
-    """The persona goes whole into every prompt; one too long for the budget is refused."""
+def _check_persona_fits(
+    c: _Checker, doc: dict, persona: str, greeting: str, examples: str, path: str
+) -> None:
+    """The persona (with greeting and example dialogues) goes whole into every prompt; one too
+    long for the budget is refused."""
     from django.core.exceptions import ValidationError
 
     from avatars.engine.prompts import check_persona_fits, hunt_context
@@ -278,7 +282,7 @@ def _check_persona_fits(c: _Checker, doc: dict, persona: str, greeting: str, pat
         description if isinstance(description, str) else "",
     )
     try:
-        check_persona_fits(persona, greeting, context)
+        check_persona_fits(persona, greeting, context, examples=examples)
     except ValidationError as exc:
         c.add(path, " ".join(exc.messages))
 
@@ -320,7 +324,7 @@ def _public_texts(doc: dict):
     for i, avatar in enumerate(doc.get("avatars") or []):
         if not isinstance(avatar, dict):
             continue
-        for key in ("name", "persona", "greeting", "land"):
+        for key in ("name", "persona", "greeting", "examples", "land"):
             if isinstance(avatar.get(key), str):
                 yield f"$.avatars[{i}].{key}", avatar[key]
         for j, clue in enumerate(avatar.get("clues") or []):
@@ -414,6 +418,7 @@ def _write(doc: dict) -> Hunt:
         avatar.name = entry["name"]
         avatar.persona = entry["persona"]
         avatar.greeting = entry.get("greeting", "")
+        avatar.examples = entry.get("examples", "")
         avatar.land = entry.get("land", "")
         location = entry.get("location") or {}
         avatar.latitude, avatar.longitude = location.get("lat"), location.get("lon")
@@ -472,6 +477,7 @@ def export_hunt_document(hunt: Hunt) -> dict:
             "name": avatar.name,
             "persona": avatar.persona,
             "greeting": avatar.greeting,
+            "examples": avatar.examples,
             "land": avatar.land,
             "location": avatar.location,
             "published": avatar.published,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime
 
 from django.conf import settings
@@ -12,8 +14,19 @@ from django.utils.translation import gettext_lazy as _
 
 from hunt.crypto import SealedTextField
 
+CARD_PLACEHOLDERS = re.compile(r"\{\{(char|user)\}\}", re.IGNORECASE)
+
 
 class Avatar(models.Model):
+    class Review(models.TextChoices):
+        """Where a creator's draft stands (avatars/studio.py); empty for avatars made in the
+        admin or by a hunt file."""
+
+        DRAFT = "draft", _("draft")
+        SUBMITTED = "submitted", _("submitted for review")
+        RETURNED = "returned", _("returned with a comment")
+        APPROVED = "approved", _("approved")
+
     hunt = models.ForeignKey(
         "hunt.Hunt", null=True, blank=True, on_delete=models.CASCADE, related_name="avatars"
     )
@@ -23,6 +36,12 @@ class Avatar(models.Model):
         help_text=_("The magic formula: who this character is and how it behaves, in plain words.")
     )
     greeting = models.CharField(max_length=300, blank=True)
+    examples = models.TextField(
+        blank=True,
+        help_text=_("Example dialogues showing how the character talks (part of the prompt)."),
+    )
+    # The digest of its Portrait row (below), or empty.
+    portrait = models.CharField(max_length=64, blank=True, editable=False)
     land = models.CharField(max_length=200, blank=True, help_text=_("OVRLand hex id or place."))
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
@@ -35,6 +54,19 @@ class Avatar(models.Model):
         help_text=_("The creator who may edit this avatar."),
     )
     published = models.BooleanField(default=True, help_text=_("Open to players."))
+    # Studio (avatars/studio.py): a creator edits a live avatar through a working copy, an
+    # unpublished avatar of no hunt that approval copies onto the live one.
+    revision_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="revisions"
+    )
+    review = models.CharField(max_length=10, choices=Review.choices, blank=True)
+    review_comment = models.TextField(blank=True)
+    # What the organizers see at review: the checks run on submit and the sandbox transcript.
+    review_record = models.JSONField(default=dict, blank=True, editable=False)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # Fields of an imported character card that this product does not use, kept so that an
+    # export gives them back (avatars/cards.py). Never shown to players nor put in a prompt.
+    card_extras = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -46,6 +78,8 @@ class Avatar(models.Model):
                 | Q(latitude__gte=-90, latitude__lte=90, longitude__gte=-180, longitude__lte=180),
                 name="avatar_location_valid",
             ),
+            # Race: a creator's two tabs starting a revision of the same live avatar at once.
+            models.UniqueConstraint(fields=["revision_of"], name="avatar_one_working_copy"),
         ]
 
     def __str__(self) -> str:
@@ -59,7 +93,19 @@ class Avatar(models.Model):
 
     def public_texts(self) -> list[str]:
         """Texts the model or players see before any unlock."""
-        return [self.persona, self.greeting, self.name]
+        return [self.persona, self.greeting, self.name, self.examples]
+
+    @property
+    def shown_greeting(self) -> str:
+        """The greeting as players read it (card placeholders filled in)."""
+        return self.prompt_text(self.greeting)
+
+    def prompt_text(self, text: str) -> str:
+        """`text` as the model reads it: character cards write {{char}} for the character's
+        name and {{user}} for whoever talks to it."""
+        return CARD_PLACEHOLDERS.sub(
+            lambda m: self.name if m.group(1).lower() == "char" else "Visitor", text
+        )
 
     def clean(self) -> None:
         from avatars.engine.prompts import check_persona_fits, hunt_context
@@ -72,13 +118,45 @@ class Avatar(models.Model):
         if self.hunt_id and self.published:
             if guarded_words_in(self.public_texts(), self.hunt.guarded_words().values()):
                 raise ValidationError(
-                    _("The persona, greeting or name contains a guarded word of the hunt.")
+                    _(
+                        "The persona, greeting, examples or name contains a guarded word of "
+                        "the hunt."
+                    )
                 )
         context = hunt_context(self.hunt.title, self.hunt.description) if self.hunt_id else ""
         try:
-            check_persona_fits(self.persona, self.greeting, context)
+            check_persona_fits(self.persona, self.greeting, context, examples=self.examples)
         except ValidationError as exc:
             raise ValidationError({"persona": exc}) from None
+
+
+class Portrait(models.Model):
+    """A resized avatar picture, a PNG (avatars/cards.py), stored once under its SHA-256 and
+    served by avatars.views.portrait from the database: no media storage to share between web
+    hosts. A table of its own, named by `Avatar.portrait`: avatar rows, read on every turn,
+    carry 64 characters and not the image, and a draft, its working copy and the live avatar
+    share one row. `clean_sandbox` deletes the rows no avatar names any more."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    png = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.digest[:12]
+
+    @classmethod
+    def store(cls, png: bytes) -> str:
+        """Stores `png` (if new) and returns its digest. Race: the same image stored twice at
+        once; the primary key refuses the second insert and get_or_create reads the first."""
+        digest = hashlib.sha256(png).hexdigest()
+        cls.objects.get_or_create(digest=digest, defaults={"png": png})
+        return digest
+
+    @classmethod
+    def png_of(cls, digest: str) -> bytes:
+        """The PNG stored under `digest`; empty for none (or one cleaned up meanwhile)."""
+        png = cls.objects.filter(digest=digest).values_list("png", flat=True).first()
+        return bytes(png) if digest and png is not None else b""
 
 
 class Conversation(models.Model):
@@ -88,13 +166,18 @@ class Conversation(models.Model):
         "hunt.Player", on_delete=models.CASCADE, related_name="conversations"
     )
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="conversations")
+    # A creator trying out an unpublished avatar: not play. The turn pipeline never asks the
+    # gate for it (no clue opens, no hint), it counts nowhere, and `clean_sandbox` deletes it
+    # after a while.
+    sandbox = models.BooleanField(default=False)
     # A rolling summary of the messages up to `summary_upto` (a message id), so the prompt stays
     # bounded however long the conversation runs.
     # Quotes the turns it folds, reveal replies included: sealed at rest (hunt.crypto).
     summary = SealedTextField(blank=True)
     summary_upto = models.BigIntegerField(null=True, blank=True)
-    # When the player last said something (opening a chat is not talking): the console's
-    # active players and "talked to the avatar" read this through the index below.
+    # When the player last said something in play (opening a chat is not talking, a sandbox
+    # is not play): the console's active players and "talked to the avatar" read this through
+    # the index below.
     last_said_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -107,6 +190,7 @@ class Conversation(models.Model):
         ]
         indexes = [
             models.Index(fields=["avatar", "last_said_at"], name="conversation_avatar_said"),
+            models.Index(fields=["sandbox", "updated_at"], name="conversation_sandbox_age"),
         ]
 
     def __str__(self) -> str:
@@ -215,6 +299,10 @@ class Feedback(models.Model):
             # A player changing their mind updates the one row (update_or_create).
             models.UniqueConstraint(fields=["message", "player"], name="feedback_once"),
             models.CheckConstraint(condition=Q(value__in=[1, -1]), name="feedback_value_sign"),
+        ]
+        indexes = [
+            # The console's thumbs per avatar and model, counted on this index alone.
+            models.Index(fields=["avatar", "model", "value"], name="feedback_avatar_model"),
         ]
 
     def __str__(self) -> str:

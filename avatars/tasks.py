@@ -33,7 +33,7 @@ from avatars import engine as avatar_engine
 from avatars.engine import prompts
 from avatars.models import Message, WorkerBeat
 from avatars.publishing import Publisher, server_loop
-from avatars.turns import TIME_LIMIT_GRACE, run_turn
+from avatars.turns import TIME_LIMIT_GRACE, run_review_attacks, run_turn
 from hunt import leaks
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,27 @@ def generate_reply(self, message_id: int, conversation_id: int | None = None) ->
         raise self.retry(countdown=wait, queue=affinity.SHARED_QUEUE)
     if conversation_id is not None:
         affinity.remember(conversation_id)
+
+
+@shared_task(name="avatars.tasks.review_attacks", acks_late=True, ignore_result=True)
+def review_attacks(avatar_id: int) -> None:
+    run_review_attacks(avatar_id)
+
+
+def enqueue_review_attacks(avatar_id: int) -> None:
+    """Runs the review's attack prompts on a submitted draft (turns.run_review_attacks) where
+    replies are generated, after the current transaction commits."""
+    if settings.REDIS_URL:
+        review_attacks.delay_on_commit(avatar_id)
+        return
+    transaction.on_commit(lambda: local_pool().submit(run_local_attacks, avatar_id))
+
+
+def run_local_attacks(avatar_id: int) -> None:
+    try:
+        run_review_attacks(avatar_id)
+    except Exception:
+        logger.exception("the review attacks of avatar %s failed", avatar_id)
 
 
 # Worker start ----------------------------------------------------------------------------------

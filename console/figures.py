@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from avatars.models import Conversation, Feedback, Message, WorkerBeat
@@ -40,11 +40,14 @@ SERVICE_WINDOW = timedelta(minutes=10)
 
 def console_figures(hunt: Hunt, *, with_text: bool) -> dict:
     now = timezone.now()
+    # Read once for the funnel and the stuck panel, which both go clue by clue.
+    clues = hunt_clues(hunt)
+    near = near_miss_totals(clues)
     return {
         "hunt": hunt_header(hunt),
         "generated_at": iso_ms(now),
-        "progress": progress(hunt, now),
-        "stuck": stuck(hunt, with_text=with_text),
+        "progress": progress(hunt, now, clues, near),
+        "stuck": stuck(hunt, clues, near, with_text=with_text),
         "attacks": attacks(hunt, now),
         "service": service(now),
         "avatars": avatar_ratings(hunt),
@@ -67,19 +70,22 @@ def hunt_header(hunt: Hunt) -> dict:
 # Progress --------------------------------------------------------------------------------------
 
 
-def progress(hunt: Hunt, now) -> dict:
-    rows = list(
-        Activity.objects.since(hunt, min(hunt.starts_at, now) - timedelta(minutes=1))
-        .filter(minute__lte=now)
-        .values_list("minute", "messages", "discoveries")
-        .order_by("minute")
+def hunt_clues(hunt: Hunt) -> list[Clue]:
+    return list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
+
+
+def progress(hunt: Hunt, now, clues: list[Clue], near: dict[int, dict]) -> dict:
+    counters = Activity.objects.since(hunt, min(hunt.starts_at, now) - timedelta(minutes=1)).filter(
+        minute__lte=now
     )
-    recent = [m for minute, m, _d in rows if minute >= now - timedelta(minutes=5)]
+    recent = counters.filter(minute__gte=now - timedelta(minutes=5)).aggregate(
+        n=Sum("messages", default=0)
+    )["n"]
     return {
         "players": players(hunt, now),
-        "messages_per_minute": round(sum(recent) / 5, 1),
-        "timeline": timeline(rows, hunt.starts_at, min(now, hunt.ends_at)),
-        "funnel": funnel(hunt),
+        "messages_per_minute": round(recent / 5, 1),
+        "timeline": timeline(counters, hunt.starts_at, min(now, hunt.ends_at)),
+        "funnel": funnel(hunt, clues, near),
         "claims": claim_counts(hunt),
         "cooldowns": cooldowns(hunt, now),
         "recent_discoveries": recent_discoveries(hunt),
@@ -99,41 +105,59 @@ def players(hunt: Hunt, now) -> dict:
     }
 
 
-def timeline(rows: list[tuple], start, end) -> list[dict]:
-    """The per-minute counters folded into at most TIMELINE_BUCKETS points from the start of
-    the hunt to now (or its end)."""
+def timeline(counters: QuerySet[Activity], start, end) -> list[dict]:
+    """The per-minute counters summed into at most TIMELINE_BUCKETS points from the start of
+    the hunt to now (or its end); minutes before the start count in the first point, minutes
+    after the last point's start in the last. Summed by the database in one row: reading a
+    long event's thousands of minute rows back costs more in converting their dates than the
+    sums do."""
     if end <= start:
         return []
     width = max((end - start) / TIMELINE_BUCKETS, timedelta(minutes=1))
     count = min(TIMELINE_BUCKETS, int((end - start) / width) + 1)
-    buckets = [{"at": iso_ms(start + i * width), "messages": 0, "discoveries": 0}
-               for i in range(count)]  # fmt: skip
-    for minute, messages, discoveries in rows:
-        i = min(max(int((minute - start) / width), 0), count - 1)
-        buckets[i]["messages"] += messages
-        buckets[i]["discoveries"] += discoveries
-    return buckets
+    starts = [start + i * width for i in range(count)]
+
+    def within(i: int) -> Q | None:
+        after = Q(minute__gte=starts[i]) if i > 0 else None
+        before = Q(minute__lt=starts[i + 1]) if i < count - 1 else None
+        return after & before if after and before else after or before
+
+    sums = counters.aggregate(
+        **{
+            f"{field}_{i}": Sum(field, filter=within(i), default=0)
+            for i in range(count)
+            for field in ("messages", "discoveries")
+        }
+    )
+    return [
+        {
+            "at": iso_ms(at),
+            "messages": sums[f"messages_{i}"],
+            "discoveries": sums[f"discoveries_{i}"],
+        }
+        for i, at in enumerate(starts)
+    ]
 
 
-def funnel(hunt: Hunt) -> list[dict]:
-    """Per guarded word: players who talked to its avatar, came close to its clue, found it;
-    and its first finder."""
-    clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
-    talked = dict(
-        Conversation.objects.filter(
-            avatar__hunt=hunt, last_said_at__isnull=False, player__hidden=False
-        )
-        .values_list("avatar")
-        .annotate(n=Count("player"))
+def funnel(hunt: Hunt, clues: list[Clue], close: dict[int, dict]) -> list[dict]:
+    """Per guarded word: players who talked to its avatar, came close to its clue (`close`,
+    near_miss_totals), found it; and its first finder."""
+    # Every conversation that said something, counted on the (avatar, last_said_at) index
+    # alone, less the few of hidden players: joining every conversation to its player to
+    # filter out hidden ones reads both tables whole.
+    said = Conversation.objects.filter(
+        avatar__in=[clue.avatar_id for clue in clues], last_said_at__isnull=False
     )
-    close = dict(
-        NearMiss.objects.filter(hunt=hunt)
-        .values_list("clue")
-        .annotate(n=Count("player", distinct=True))
+    talked = Counter(dict(said.values_list("avatar").annotate(n=Count("avatar"))))
+    talked.subtract(
+        dict(said.filter(player__hidden=True).values_list("avatar").annotate(n=Count("avatar")))
     )
-    # Count("player"): the (word, player, found_at) index answers this without the table.
+    # Count("player") over the clues' words listed (not joined through the hunt): the
+    # (word, player, found_at) index answers this alone, without the table.
     found = dict(
-        Discovery.objects.filter(word__hunt=hunt).values_list("word").annotate(n=Count("player"))
+        Discovery.objects.filter(word__in=[clue.word_id for clue in clues])
+        .values_list("word")
+        .annotate(n=Count("player"))
     )
     firsts = {
         d.word_id: d
@@ -150,7 +174,7 @@ def funnel(hunt: Hunt) -> list[dict]:
                 "position": clue.word.position,
                 "avatar": clue.avatar.name,
                 "talked": talked.get(clue.avatar_id, 0),
-                "close": close.get(clue.pk, 0),
+                "close": close.get(clue.pk, {}).get("players", 0),
                 "found": found.get(clue.word_id, 0),
                 "first_finder": first.player.name if first else None,
                 "first_at": iso_ms(first.found_at) if first else None,
@@ -216,16 +240,22 @@ def group_key(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
-def stuck(hunt: Hunt, *, with_text: bool) -> list[dict]:
-    """Per clue: near misses and players, and the newest near misses grouped by the same
-    words with counts. Texts (and the one-click "add as example") only `with_text`."""
-    clues = list(Clue.objects.filter(word__hunt=hunt).select_related("word", "avatar"))
-    totals = {
+def near_miss_totals(clues: list[Clue]) -> dict[int, dict]:
+    """Near misses and players per clue. Filtered by clue rather than hunt (the same rows) and
+    counting players rather than ids (never null), so the (clue, player) index answers it
+    alone, in clue order, without reading the table."""
+    return {
         row["clue"]: row
-        for row in NearMiss.objects.filter(hunt=hunt)
+        for row in NearMiss.objects.filter(clue__in=clues)
         .values("clue")
-        .annotate(near_misses=Count("id"), players=Count("player", distinct=True))
+        .annotate(near_misses=Count("player"), players=Count("player", distinct=True))
     }
+
+
+def stuck(hunt: Hunt, clues: list[Clue], totals: dict[int, dict], *, with_text: bool) -> list[dict]:
+    """Per clue: near misses and players (`totals`, near_miss_totals), and the newest near
+    misses grouped by the same words with counts. Texts (and the one-click "add as example")
+    only `with_text`."""
     groups: dict[int, dict[str, dict]] = defaultdict(dict)
     if with_text:
         sample = (
@@ -365,16 +395,19 @@ def redis_reachable() -> bool | None:
 
 def avatar_ratings(hunt: Hunt) -> list[dict]:
     """Thumbs up and down per avatar, and per model that wrote the rated replies."""
+    avatars = list(hunt.avatars.order_by("name"))
+    # Filtered by the avatars' ids and counting values (never null), so the (avatar, model,
+    # value) index answers it alone.
     rows = (
-        Feedback.objects.filter(avatar__hunt=hunt)
+        Feedback.objects.filter(avatar__in=avatars)
         .values_list("avatar", "model")
-        .annotate(up=Count("id", filter=Q(value=1)), down=Count("id", filter=Q(value=-1)))
+        .annotate(up=Count("value", filter=Q(value=1)), down=Count("value", filter=Q(value=-1)))
     )
     per_avatar: dict[int, list] = defaultdict(list)
     for avatar_id, model, up, down in rows:
         per_avatar[avatar_id].append({"model": model or "unknown", "up": up, "down": down})
     out = []
-    for avatar in hunt.avatars.order_by("name"):
+    for avatar in avatars:
         models = sorted(per_avatar.get(avatar.pk, []), key=lambda m: m["model"])
         totals = Counter()
         for m in models:

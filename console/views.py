@@ -2,8 +2,8 @@
 
 One recipe per view: find the hunt and check access (`_console_hunt`), call a figure or an
 action (console/figures.py, console/actions.py), answer. The page polls `figures.json`, which
-is computed at most once per CONSOLE_CACHE_SECONDS per hunt and audience, however many
-organizers watch.
+is served from the cache and refreshed in the background (figures_for), computed at most once
+per CONSOLE_CACHE_SECONDS per hunt and audience, however many organizers watch.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
+import threading
+import time
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
 from django.db.models import Count
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -28,6 +32,8 @@ from console import actions
 from console.figures import console_figures, hunt_header
 from hunt.models import Claim, Discovery, Hunt, Incident, Player
 from lostwallet.wire import ErrorCode, iso_ms
+
+logger = logging.getLogger(__name__)
 
 
 def _console_hunt(request, slug: str) -> Hunt:
@@ -42,14 +48,51 @@ def _figures_key(hunt: Hunt, with_text: bool) -> str:
 
 
 def figures_for(hunt: Hunt, user) -> dict:
-    """The console's figures as `user` may see them, from the cache when fresh."""
+    """The console's figures as `user` may see them.
+
+    Stale while revalidating: a poll is answered from the cache, and once the cached figures
+    are CONSOLE_CACHE_SECONDS old one refresh starts in the background (one per hunt and
+    audience, however many organizers watch), for the next poll. So no poll waits for the
+    figures to be computed, except the first, the first after an action, and one that finds
+    them older than CONSOLE_STALE_SECONDS (a refresh that never finished): those compute them
+    in the request. `generated_at` says how old they are; the hunt's own state is read fresh.
+    """
     with_text = user.is_superuser
-    key = _figures_key(hunt, with_text)
-    figures = cache.get(key)
-    if figures is None:
-        figures = console_figures(hunt, with_text=with_text)
-        cache.set(key, figures, timeout=settings.CONSOLE_CACHE_SECONDS)
+    cached = cache.get(_figures_key(hunt, with_text))
+    if cached is None:
+        figures = _compute(hunt, with_text)
+    else:
+        figures = cached["figures"]
+        if time.time() - cached["at"] >= settings.CONSOLE_CACHE_SECONDS:
+            _refresh_soon(hunt, with_text)
+    return {**figures, "hunt": hunt_header(hunt)}
+
+
+def _compute(hunt: Hunt, with_text: bool) -> dict:
+    started = time.time()
+    figures = console_figures(hunt, with_text=with_text)
+    entry = {"at": started, "figures": figures}
+    cache.set(_figures_key(hunt, with_text), entry, timeout=settings.CONSOLE_STALE_SECONDS)
     return figures
+
+
+def _refresh_soon(hunt: Hunt, with_text: bool) -> None:
+    # Race: several polls finding the figures old at once; cache.add lets one start the
+    # refresh. The lock expires by itself should the refreshing process die.
+    lock = _figures_key(hunt, with_text) + ":refreshing"
+    if not cache.add(lock, 1, timeout=settings.CONSOLE_STALE_SECONDS):
+        return
+
+    def refresh() -> None:
+        try:
+            _compute(Hunt.objects.with_winner().get(pk=hunt.pk), with_text)
+        except Exception:
+            logger.exception("refreshing the console figures of hunt %s failed", hunt.pk)
+        finally:
+            cache.delete(lock)
+            connection.close()  # this thread's own connection
+
+    threading.Thread(target=refresh, name="console-refresh", daemon=True).start()
 
 
 def _changed(hunt: Hunt) -> JsonResponse:

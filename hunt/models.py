@@ -297,6 +297,9 @@ class Discovery(models.Model):
             # Covers the leaderboard's aggregate (hunt/leaderboard.py): counting a hunt's
             # discoveries per player reads this index only, never the table.
             models.Index(fields=["word", "player", "found_at"], name="discovery_word_player_time"),
+            # The console's newest discoveries: read backwards, it stops after a few rows
+            # instead of sorting a hunt's every discovery.
+            models.Index(fields=["found_at"], name="discovery_time"),
         ]
 
     def __str__(self) -> str:
@@ -468,6 +471,9 @@ class NearMiss(models.Model):
             models.Index(fields=["clue", "created_at"], name="nearmiss_clue_time"),
             models.Index(fields=["clue", "player"], name="nearmiss_clue_player"),
             models.Index(fields=["hunt", "cooldown_until"], name="nearmiss_cooldown"),
+            # The console's stuck questions read a hunt's newest near misses with their
+            # messages: without it, a sort of them all and a join over every message.
+            models.Index(fields=["hunt", "created_at"], name="nearmiss_hunt_time"),
         ]
 
     def __str__(self) -> str:

@@ -219,7 +219,11 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"avatars.tasks.generate_reply": {"queue": "generation"}}
+CELERY_TASK_ROUTES = {
+    "avatars.tasks.generate_reply": {"queue": "generation"},
+    # The review's attack prompts (avatars/studio.py) need the model too.
+    "avatars.tasks.review_attacks": {"queue": "generation"},
+}
 # One message at a time per worker slot: generation jobs are long, prefetching would park
 # players behind a busy slot while another worker idles.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -273,9 +277,12 @@ GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 180, minimum=1)
 # `registration_open` must exist too (hunt/forms.py registration_is_open).
 REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
 LEADERBOARD_ROWS = env_int("LEADERBOARD_ROWS", 100, minimum=1)
-# The organizers' console computes its figures at most once per this many seconds per hunt (and
-# audience), however many organizers watch; its page polls every CONSOLE_POLL_SECONDS.
+# The organizers' console (console/views.py figures_for) refreshes its figures in the background
+# once they are CONSOLE_CACHE_SECONDS old, at most one refresh per hunt (and audience) however
+# many organizers watch, and computes them in the request only when older than
+# CONSOLE_STALE_SECONDS; its page polls every CONSOLE_POLL_SECONDS.
 CONSOLE_CACHE_SECONDS = env_int("CONSOLE_CACHE_SECONDS", 2, minimum=0)
+CONSOLE_STALE_SECONDS = env_int("CONSOLE_STALE_SECONDS", 60, minimum=1)
 CONSOLE_POLL_SECONDS = env_int("CONSOLE_POLL_SECONDS", 4, minimum=1)
 # Days a bearer token from /api/v1/auth/token or /auth/register works (hunt.models.ApiToken).
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)

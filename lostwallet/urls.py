@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from avatars.api import router as avatars_api
+from avatars.api import studio_router
 from hunt import views as hunt_views
 from hunt.api import api
 from hunt.api import not_found as api_not_found
@@ -15,6 +16,7 @@ admin.site.index_title = "Hunts, avatars and players"
 
 # Here, where both apps meet: the game's API (hunt/api.py) may not import the chat app.
 api.add_router("/avatars", avatars_api)
+api.add_router("/creator", studio_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

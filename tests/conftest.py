@@ -296,6 +296,19 @@ CHROMIUM_ARGS = [
 ]
 
 
+# The password of the browser tests' accounts: the sign-in form is filled in, not bypassed.
+BROWSER_PASSWORD = "a-long-unusual-passphrase-42"
+
+
+def sign_in(page, base: str, username: str, next_path: str) -> None:
+    """Signs `username` in through the sign-in page and waits for `next_path`."""
+    page.goto(f"{base}/accounts/login/?next={next_path}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(BROWSER_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}{next_path}")
+
+
 @pytest.fixture
 def browser_page():
     """A Playwright page in Debian's headless Chromium (no browser download)."""

@@ -42,7 +42,8 @@ def test_it_lists_hunts_with_their_status(client, demo_hunt):
         "soon": "upcoming",
         "past": "ended",
     }
-    assert set(rows["now"]) == {"slug", "title", "status", "starts_at", "ends_at"}
+    assert set(rows["now"]) == {"slug", "title", "status", "paused", "starts_at", "ends_at"}
+    assert rows["now"]["paused"] is False
     assert rows["now"]["starts_at"] == iso_ms(demo_hunt.starts_at)
 
 
@@ -61,6 +62,7 @@ def test_a_stranger_sees_the_hunt_but_no_word(client, demo_hunt, owner):
         "title",
         "description",
         "status",
+        "paused",
         "starts_at",
         "ends_at",
         "prize",

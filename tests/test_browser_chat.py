@@ -11,11 +11,11 @@ import re
 import pytest
 
 from hunt.models import Clue
+from tests.conftest import BROWSER_PASSWORD
 
 pytest_plugins = ["tests.chat_support"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-unusual-passphrase-42"
 
 # Remembers the longest text a reply bubble showed while it was still streaming.
 WATCH_STREAMING = """
@@ -32,7 +32,7 @@ new MutationObserver(() => {
 @pytest.fixture
 def marta_word(demo_hunt, make_player) -> str:
     """Made before the browser starts: Django refuses ORM calls from Playwright's thread."""
-    make_player("walker", password=PASSWORD)
+    make_player("walker", password=BROWSER_PASSWORD)
     return Clue.objects.select_related("word").get(avatar__slug="old-marta").word.reveal_word()
 
 
@@ -46,7 +46,7 @@ def test_a_player_chats_sees_streamed_text_and_finds_a_word(
     page.goto(f"{base}/chat/old-marta/")
     page.wait_for_url(re.compile(r".*/accounts/login/.*"))
     page.get_by_label("Username").fill("walker")
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(BROWSER_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/chat/old-marta/")
     page.wait_for_selector('#chat-status[data-state="open"]')

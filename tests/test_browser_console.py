@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from hunt.models import Clue
+from tests.conftest import BROWSER_PASSWORD, sign_in
 
 pytest_plugins = ["tests.chat_support"]
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-unusual-passphrase-42"
 LAPTOP = {"width": 1280, "height": 900}
 
 
@@ -28,18 +28,10 @@ LAPTOP = {"width": 1280, "height": 900}
 def accounts(demo_hunt, make_player, make_user) -> int:
     """Made before the browser starts: Django refuses ORM calls from Playwright's thread.
     Returns the position Old Marta guards."""
-    make_player("walker", password=PASSWORD)
-    organizer = make_user("organizer", password=PASSWORD, is_staff=True)
+    make_player("walker", password=BROWSER_PASSWORD)
+    organizer = make_user("organizer", password=BROWSER_PASSWORD, is_staff=True)
     demo_hunt.organizers.add(organizer)
     return Clue.objects.select_related("word").get(avatar__slug="old-marta").word.position
-
-
-def sign_in(page, base: str, username: str, next_path: str) -> None:
-    page.goto(f"{base}/accounts/login/?next={next_path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}{next_path}")
 
 
 def shoot(page, name: str, **options) -> None:

@@ -9,27 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hunt.models import Hunt
+from tests.conftest import BROWSER_PASSWORD, sign_in
 from tests.hunt_helpers import demo_phrase, discover, wrong_phrase
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "a-long-unusual-passphrase-42"
-
-
-def sign_in(page, base: str, username: str, next_path: str) -> None:
-    page.goto(f"{base}/accounts/login/?next={next_path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}{next_path}")
 
 
 @pytest.fixture
 def players(demo_hunt, make_player):
     """Made before the browser starts: Playwright's sync API runs an event loop in this thread,
     and Django refuses ORM calls from a thread with a running loop."""
-    walker = make_player("walker", password=PASSWORD)
-    runner = make_player("runner", password=PASSWORD)
+    walker = make_player("walker", password=BROWSER_PASSWORD)
+    runner = make_player("runner", password=BROWSER_PASSWORD)
     discover(walker, demo_hunt, 3)
     # This walk is about the pages; the rule that a claim needs every word found has its
     # own tests (tests/test_claims.py, tests/test_pages.py).

@@ -171,11 +171,12 @@ def test_a_requires_cycle_is_refused():
         (lambda d, w: d.update(description=f"Bring a {w} along."), "$.description"),
         (lambda d, w: d["avatars"][0].update(persona=f"You love {w.upper()}."), "].persona"),
         (lambda d, w: d["avatars"][0].update(greeting=f"Ahoy, {w}!"), "].greeting"),
+        (lambda d, w: d["avatars"][0].update(examples=f"Me: {w}, they say."), "].examples"),
         (lambda d, w: d["avatars"][0]["clues"][0]["hints"].append(f"think {w}"), "].hints[1]"),
         (lambda d, w: d["avatars"][0]["clues"][0]["questions"].append(f"is it {w}?"), "ons[2]"),
         (lambda d, w: d["avatars"][0]["clues"][0]["keywords"].append(w), "].keywords[6]"),
     ],
-    ids=["description", "persona", "greeting", "hints", "questions", "keywords"],
+    ids=["description", "persona", "greeting", "examples", "hints", "questions", "keywords"],
 )
 def test_a_guarded_word_in_public_text_is_refused(where, path):
     doc = demo_doc()
@@ -280,6 +281,22 @@ def test_avatars_dropped_from_the_file_are_closed_not_deleted():
             entry.pop("word")
     import_hunt_document(doc)
     assert Avatar.objects.get(slug="nia-neon").published is False
+
+
+def test_example_dialogues_count_against_the_prompt_budget():
+    doc = demo_doc()
+    doc["avatars"][2]["examples"] = "<START>\nVisitor: Any maps today?\nMe: Always. " * 60
+    assert_refused(doc, "$.avatars[2].persona: The persona is too long")
+
+
+def test_an_avatars_example_dialogues_travel_in_the_file():
+    doc = demo_doc()
+    doc["avatars"][0]["examples"] = "<START>\n{{user}}: Storm tonight?\n{{char}}: Always is."
+    hunt = import_hunt_document(doc)
+    avatar = Avatar.objects.get(slug=doc["avatars"][0]["slug"])
+    assert avatar.examples == doc["avatars"][0]["examples"]
+    exported = next(a for a in export_hunt_document(hunt)["avatars"] if a["slug"] == avatar.slug)
+    assert exported["examples"] == avatar.examples
 
 
 def test_export_then_import_round_trips(tmp_path):

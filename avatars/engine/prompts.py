@@ -3,7 +3,8 @@ fits a fixed token budget (`AVATAR_PROMPT_BUDGET`), through the model's chat tem
 
 Layout (one system message, then the turns):
 
-    system: persona (always first, never cut) · greeting · how to answer · public hunt context
+    system: persona (always first, never cut) · greeting · example dialogues · how to answer
+            · public hunt context
             · summary of older turns · this turn's reveal and hint instructions (from the gate)
     user/assistant: the most recent stored turns that fit, oldest first
     user: the player's new message
@@ -53,6 +54,7 @@ class Turn:
 class PromptParts:
     persona: str
     greeting: str = ""
+    examples: str = ""  # the creator's example dialogues, as written
     hunt_context: str = ""
     summary: str = ""
     reveals: tuple[str, ...] = ()  # instruction lines with the word, for this turn only
@@ -128,6 +130,8 @@ def system_text(parts: PromptParts) -> str:
     sections = [parts.persona.strip()]
     if parts.greeting.strip():
         sections.append(f'You greet visitors with: "{parts.greeting.strip()}"')
+    if parts.examples.strip():
+        sections.append(f"Examples of how you talk:\n{parts.examples.strip()}")
     sections.append(STYLE)
     if parts.hunt_context.strip():
         sections.append(parts.hunt_context.strip())
@@ -241,16 +245,14 @@ def check_persona_fits(
     context: str = "",
     tokenizer=None,
     budget: int | None = None,
+    examples: str = "",
 ) -> None:
     """Refuses (ValidationError) a persona that leaves too little of the prompt budget for the
-    conversation. Called when an avatar is saved (admin, hunt import)."""
-    tokenizer = tokenizer or default_tokenizer()
-    system = system_text(PromptParts(persona=persona, greeting=greeting, hunt_context=context))
-    used = len(_encode(tokenizer, _messages(system, [], ""), True))
-    room = persona_room(budget)
+    conversation. Called when an avatar is saved (admin, hunt import, studio)."""
+    used, room = persona_tokens(persona, greeting, context, tokenizer, budget, examples)
     if used > room:
         raise ValidationError(
-            "The persona is too long: with the greeting and hunt description it takes "
+            "The persona is too long: with the greeting, examples and hunt description it takes "
             "%(used)d tokens of the %(budget)d-token prompt budget, and at most %(room)d fit "
             "beside the conversation. Shorten it by about %(over)d words.",
             code="persona_too_long",
@@ -261,6 +263,23 @@ def check_persona_fits(
                 "over": max(1, int((used - room) * 0.75)),
             },
         )
+
+
+def persona_tokens(
+    persona: str,
+    greeting: str = "",
+    context: str = "",
+    tokenizer=None,
+    budget: int | None = None,
+    examples: str = "",
+) -> tuple[int, int]:
+    """(tokens the avatar's fixed texts take in a prompt, tokens they may take): the studio's
+    token meter and `check_persona_fits`."""
+    tokenizer = tokenizer or default_tokenizer()
+    parts = PromptParts(persona=persona, greeting=greeting, examples=examples, hunt_context=context)
+    return len(_encode(tokenizer, _messages(system_text(parts), [], ""), True)), persona_room(
+        budget
+    )
 
 
 def turns_from(messages: Sequence) -> tuple[Turn, ...]:

@@ -138,7 +138,13 @@
   }
 
   function drawStuck(clues) {
-    fill("stuck", clues.map((c) => el("details", { class: "stuck", open: c.groups && c.groups.length ? "" : null },
+    // Keep what the organizer opened or closed across refreshes; at first the three clues with
+    // the most near misses are open.
+    const shown = document.querySelectorAll("#stuck details[data-clue]");
+    const open = shown.length
+      ? new Set([...shown].filter((d) => d.open).map((d) => Number(d.dataset.clue)))
+      : new Set(clues.slice(0, 3).filter((c) => c.groups && c.groups.length).map((c) => c.clue));
+    fill("stuck", clues.map((c) => el("details", { class: "stuck", "data-clue": c.clue, open: open.has(c.clue) ? "" : null },
       el("summary", {}, el("strong", {}, `#${c.position} · ${c.avatar}`),
         ` — ${c.near_misses} ${L.near_misses}, ${c.players} ${L.players}`),
       c.groups ? el("ul", { class: "rows" }, c.groups.map((g) => el("li", {},

@@ -1,5 +1,5 @@
 """Fixtures for the engine, prompt and generation-task tests: the tiny random model (fast, real
-code paths, gibberish text) and the default model's tokenizer."""
+code paths, gibberish text), the default model's tokenizer, and a conversation to give turns."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from avatars.engine.engine import Engine, Request, Sampling
 from avatars.engine.loading import load_model
+from avatars.models import Avatar, Conversation, Message
 
 GREEDY = Sampling(temperature=0, max_new_tokens=24)
 
@@ -60,3 +61,21 @@ def ask(tiny):
 def prompt_of(tiny):
     """prompt_of(text) -> the token ids `ask` would send."""
     return lambda text: chat_ids(tiny.tokenizer, text)
+
+
+@pytest.fixture
+def conversation(demo_hunt, make_player) -> Conversation:
+    avatar = Avatar.objects.create(
+        hunt=demo_hunt,
+        slug="harbour-cook",
+        name="The Harbour Cook",
+        persona="You are the harbour cook. You talk about soup and boats, kindly and briefly.",
+        greeting="Soup's on.",
+    )
+    return Conversation.objects.create(player=make_player("eater"), avatar=avatar)
+
+
+def say(conversation: Conversation, text: str = "What soup is it today?") -> Message:
+    return Message.objects.create(
+        conversation=conversation, role="player", text=text, status="pending"
+    )

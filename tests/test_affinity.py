@@ -14,8 +14,10 @@ from django.core.cache import cache
 from django.db import transaction
 
 from avatars import affinity, tasks
-from avatars.models import Avatar, Conversation, Message
+from avatars.models import Message
+from tests.engine_support import say
 
+pytest_plugins = ["tests.engine_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -24,24 +26,6 @@ def routing(settings):
     # The unit suite's cache is local memory; affinity only needs get/set/delete of it.
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     settings.GENERATION_AFFINITY = True
-
-
-@pytest.fixture
-def conversation(demo_hunt, make_player) -> Conversation:
-    avatar = Avatar.objects.create(
-        hunt=demo_hunt,
-        slug="ferry-captain",
-        name="The Ferry Captain",
-        persona="You are the ferry captain. You talk about tides, briefly.",
-        greeting="All aboard.",
-    )
-    return Conversation.objects.create(player=make_player("rider"), avatar=avatar)
-
-
-def say(conversation: Conversation, text: str = "When is the next ferry?") -> Message:
-    return Message.objects.create(
-        conversation=conversation, role="player", text=text, status="pending"
-    )
 
 
 def test_a_conversation_goes_to_the_live_worker_that_served_it_last(routing):

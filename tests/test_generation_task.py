@@ -20,10 +20,11 @@ from django.utils import timezone
 
 from avatars import publishing, tasks, turns
 from avatars.engine.engine import EngineError
-from avatars.models import Avatar, Conversation, Message
+from avatars.models import Message
 from avatars.turns import SEALED_FIELDS
 from hunt.crypto import open_text
 from lostwallet.wire import failed_event
+from tests.engine_support import say
 
 pytest_plugins = ["tests.engine_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,24 +37,6 @@ def engine(make_engine, monkeypatch, settings):
     running = make_engine()
     monkeypatch.setattr("avatars.engine.get_engine", lambda: running)
     return running
-
-
-@pytest.fixture
-def conversation(demo_hunt, make_player) -> Conversation:
-    avatar = Avatar.objects.create(
-        hunt=demo_hunt,
-        slug="harbour-cook",
-        name="The Harbour Cook",
-        persona="You are the harbour cook. You talk about soup and boats, kindly and briefly.",
-        greeting="Soup's on.",
-    )
-    return Conversation.objects.create(player=make_player("eater"), avatar=avatar)
-
-
-def say(conversation: Conversation, text: str = "What soup is it today?") -> Message:
-    return Message.objects.create(
-        conversation=conversation, role="player", text=text, status="pending"
-    )
 
 
 class Listener:

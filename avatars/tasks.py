@@ -16,6 +16,7 @@ parent that forks: torch threads and CUDA contexts do not survive a fork.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -90,7 +91,9 @@ def start_beating() -> None:
                 # The database is away for a moment: the console shows the worker late, and
                 # the next beat puts it right.
                 logger.exception("worker heartbeat failed")
-            finally:
+            # Drops a connection the database closed meanwhile, as the end of a request does.
+            # Checking one needs the database too: a failure here must not end the beats.
+            with contextlib.suppress(Exception):
                 close_old_connections()
             time.sleep(WorkerBeat.BEAT_SECONDS)
 

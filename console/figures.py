@@ -27,7 +27,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from avatars.models import Conversation, Feedback, Message, WorkerBeat
-from hunt.claims import FAILED, MAX_CLAIM_COOLDOWN_SECONDS
+from hunt.claims import FAILED, MAX_CLAIM_COOLDOWN_SECONDS, cooling_until
 from hunt.models import Activity, Claim, Clue, Discovery, Hunt, Incident, NearMiss, Player
 from lostwallet.wire import iso_ms
 
@@ -197,12 +197,7 @@ def cooldowns(hunt: Hunt, now) -> dict:
         .annotate(n=Count("id"), last=Max("created_at"))
         .filter(last__gte=now - timedelta(seconds=MAX_CLAIM_COOLDOWN_SECONDS))
     )
-    claims = 0
-    for row in failed:
-        cooldown = min(
-            hunt.claim_cooldown_seconds * 2 ** min(row["n"] - 1, 32), MAX_CLAIM_COOLDOWN_SECONDS
-        )
-        claims += row["last"] + timedelta(seconds=cooldown) > now
+    claims = sum(cooling_until(hunt, row["n"], row["last"]) > now for row in failed)
     gate = (
         NearMiss.objects.filter(hunt=hunt, cooldown_until__gt=now)
         .values("player")

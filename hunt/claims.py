@@ -69,11 +69,16 @@ def claim_wait(hunt: Hunt, player: Player) -> float | None:
     )
     if not failed["n"]:
         return None
-    cooldown = min(
-        hunt.claim_cooldown_seconds * 2 ** min(failed["n"] - 1, 32), MAX_CLAIM_COOLDOWN_SECONDS
-    )
-    wait = (failed["last"] + timedelta(seconds=cooldown) - timezone.now()).total_seconds()
+    wait = (cooling_until(hunt, failed["n"], failed["last"]) - timezone.now()).total_seconds()
     return wait if wait > 0 else None
+
+
+def cooling_until(hunt: Hunt, failed: int, last):
+    """When the cooldown after `failed` failed claims, the latest at `last`, ends."""
+    cooldown = min(
+        hunt.claim_cooldown_seconds * 2 ** min(failed - 1, 32), MAX_CLAIM_COOLDOWN_SECONDS
+    )
+    return last + timedelta(seconds=cooldown)
 
 
 def do_claim(hunt: Hunt, player: Player, words: list[str], address: str = "unknown") -> str:

@@ -10,13 +10,13 @@ locked word is.
 This module is the gate's action: which clues are candidates for this player, prerequisites,
 recording the discovery (race-safe), and the near-miss budget. Near misses (close but under,
 or passing but blocked by a check or by prerequisites) count against the player's budget
-(Hunt.gate_attempts); past it nothing opens for Hunt.gate_cooldown_seconds. Repeated near misses
-bring the clue's public hint.
+(Hunt.gate_attempts); past it nothing opens for Hunt.gate_cooldown_seconds. A near miss has the
+avatar nudge the player in character in the same reply, from the clue's public hint.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.core.cache import cache as django_cache
@@ -25,10 +25,11 @@ from django.utils import timezone
 
 from hunt import leaderboard
 from hunt.leaks import normalize_message, words_of
-from hunt.matcher import ClueSpec, match, vocabulary_of
+from hunt.matcher import ClueSpec, analyse, decide, default_params, match, vocabulary_of
 from hunt.models import Activity, Clue, Discovery, NearMiss
+from hunt.verifiers import Verdict, configured_verifier
 
-HINT_AFTER = 2  # near misses before the clue's hint is offered
+HINT_AFTER = 1  # near misses before the avatar nudges (hunt.models.Clue.nudge) in its reply
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,20 @@ def open_clues(message) -> GateOutcome:
     specs = [ClueSpec.of(c) for c in candidates]
     vocabulary = vocabulary_of(ClueSpec.of(c) for c in clues)
     names = frozenset(words_of(normalize_message(avatar.name)))
-    decision = match(message.text, specs, vocabulary, names=names)
+    earlier_text = (
+        conversation.messages.filter(role=message.role, pk__lt=message.pk)
+        .order_by("-pk")
+        .values_list("text", flat=True)
+        .first()
+    )
+    decision = match(
+        message.text,
+        specs,
+        vocabulary,
+        names=names,
+        verifier=configured_verifier(),
+        context=earlier_text or "",
+    )
     by_key = {c.pk: c for c in candidates}
     opened = by_key.get(decision.opened)
     found_positions = {d.word.position for d in found.values()}
@@ -209,7 +223,107 @@ def open_clues(message) -> GateOutcome:
     count = count_near_miss(hunt, player)
     near_clue = by_key[near[0]]
     note_near_miss(hunt, near_clue, player, message, decision.best.get(near_clue.pk, 0.0), count)
-    hint = None
-    if count >= HINT_AFTER and near_clue.hints:
-        hint = near_clue.hints[count % len(near_clue.hints)]
-    return GateOutcome(hint=hint)
+    return GateOutcome(hint=near_clue.nudge(count) if count >= HINT_AFTER else None)
+
+
+# Operating points -------------------------------------------------------------------------------
+
+
+def calibrate_clues(avatar_id) -> list[Clue]:
+    """Calibrates the operating point of every clue of an avatar from its questions, examples
+    and counterexamples (hunt.gate_eval.calibrate), with the configured verifier. Run after any
+    of them changes, for all the avatar's clues: one clue's anchors change what the others'
+    examples open. Clues whose threshold is set by hand keep it; their calibration is still
+    recorded, to show in the admin."""
+    from hunt.gate_eval import calibrate
+
+    clues = list(Clue.objects.filter(avatar=avatar_id).select_related("avatar", "word"))
+    if not clues:
+        return []
+    names = frozenset(words_of(normalize_message(clues[0].avatar.name)))
+    verifier = configured_verifier()
+    for clue in clues:
+        if not clue.examples and not clue.counterexamples:
+            clue.calibrated_threshold, clue.calibration = None, {}
+        else:
+            clue.calibration = calibrate(clue, clues, names, verifier)
+            clue.calibrated_threshold = clue.calibration["threshold"]
+        # An update, not save(): organizers' edits to other fields made meanwhile are kept.
+        Clue.objects.filter(pk=clue.pk).update(
+            calibrated_threshold=clue.calibrated_threshold, calibration=clue.calibration
+        )
+    return clues
+
+
+# The organizers' playground ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnchorScore:
+    text: str  # a right question or an example
+    score: float  # the message's best window against it, first stage
+    blocked: str | None  # the check that keeps this anchor shut in that window
+
+
+@dataclass(frozen=True)
+class Trial:
+    """How the gate decides one message for one clue, for the organizers' playground. Nothing
+    is recorded: no discovery, no near miss, no budget."""
+
+    clue_id: int
+    opened: bool  # this clue opens
+    opened_other: int | None  # the pk of another clue of the avatar that opens instead
+    reason: str  # the check that refused the message or its windows, when nothing opens
+    score: float  # the clue's best first-stage score
+    threshold: float  # the clue's operating point
+    threshold_source: str  # "clue" (set by hand), "calibrated" or "default"
+    band: tuple[float, float]  # the scores a verifier decides
+    blocked: str | None  # the check that blocked the clue's best window
+    verdict: Verdict | None  # the second stage's, when the message was a close call
+    verifier: str  # the configured verifier's name, "" when none
+    near: bool  # a near miss (it would count against a player's budget and nudge)
+    anchors: tuple[AnchorScore, ...]
+
+
+def try_message(clue: Clue, text: str, context: str = "") -> Trial:
+    """The gate's decision on `text` sent to the clue's avatar, as a player with every word
+    still to find would get it, explained. `context` is the message before it, if any."""
+    clues = list(Clue.objects.filter(avatar=clue.avatar_id).select_related("word"))
+    specs = [ClueSpec.of(c) for c in clues]
+    spec = next(s for s in specs if s.key == clue.pk)
+    vocabulary = vocabulary_of(specs)
+    names = frozenset(words_of(normalize_message(clue.avatar.name)))
+    verifier = configured_verifier()
+    params = default_params()
+    analysis = analyse(text, specs, vocabulary, params, names, context)
+    decision = decide(analysis, specs, params, verifier)
+    windows = [row[clue.pk] for row in analysis.scores if clue.pk in row]
+    best = max(windows, key=lambda s: (s.blocked is None, s.score), default=None)
+    anchors = []
+    for anchor in spec.questions:
+        alone = analyse(text, [replace(spec, questions=(anchor,))], vocabulary, params, names,
+                        context)  # fmt: skip
+        scores = [row[clue.pk] for row in alone.scores if clue.pk in row]
+        top = max(scores, key=lambda s: s.score, default=None)
+        anchors.append(
+            AnchorScore(anchor, round(top.score, 4) if top else 0.0, top.blocked if top else None)
+        )
+    threshold = spec.threshold if spec.threshold is not None else params.threshold
+    return Trial(
+        clue_id=clue.pk,
+        opened=decision.opened == clue.pk,
+        opened_other=decision.opened if decision.opened not in (None, clue.pk) else None,
+        reason=analysis.stuffed or decision.reason or "",
+        score=round(decision.best.get(clue.pk, 0.0), 4),
+        threshold=threshold,
+        threshold_source=clue.threshold_source(),
+        band=(
+            round(threshold - params.verify_below, 3),
+            round(threshold + params.verify_above, 3),
+        ),
+        blocked=best.blocked if best else None,
+        verdict=decision.verdicts.get(clue.pk),
+        verifier=verifier.name if verifier else "",
+        near=clue.pk in decision.near,
+        anchors=tuple(sorted(anchors, key=lambda a: -a.score)),
+    )

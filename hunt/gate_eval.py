@@ -4,12 +4,23 @@ and counterexamples (`eval_gate`), and the shared attack corpora."""
 from __future__ import annotations
 
 import json
-import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
-from hunt.matcher import DATA_DIR, ClueSpec, Decision, Params, match, vocabulary_of
+from hunt.matcher import (
+    DATA_DIR,
+    ClueSpec,
+    Decision,
+    Params,
+    analyse,
+    decide,
+    default_params,
+    match,
+    vocabulary_of,
+)
 
 
 def params_of(params: Params) -> dict:
@@ -18,6 +29,8 @@ def params_of(params: Params) -> dict:
         "threshold": params.threshold,
         "type_penalty": params.type_penalty,
         "drop_penalty": params.drop_penalty,
+        "verify_below": params.verify_below,
+        "verify_above": params.verify_above,
     }
 
 
@@ -94,12 +107,12 @@ def labelled_texts(items: Sequence[dict]):
                 yield text, None, clues, vocabulary
 
 
-def measure_items(items: Sequence[dict], params: Params) -> Rates:
+def measure_items(items: Sequence[dict], params: Params | None, verifier=None) -> Rates:
     """Recall on the items' paraphrases and false unlocks on their near misses (each scene an
     avatar, as tune_gate sees them)."""
     rates = Rates()
     for text, expected, clues, vocabulary in labelled_texts(items):
-        rates.add(text, expected, match(text, clues, vocabulary, params))
+        rates.add(text, expected, match(text, clues, vocabulary, params, verifier=verifier))
     return rates
 
 
@@ -116,7 +129,8 @@ def attack_corpora(shared: Path) -> dict[str, list[str]]:
     }
 
 
-def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = None):
+def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = None,
+                 verifier=None):  # fmt: skip
     """Recall on the clue's examples and false unlocks on its counterexamples, with the clue's
     threshold set to `threshold` when given."""
 
@@ -130,21 +144,139 @@ def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = N
     for text in clue.examples:
         # Leave-one-out: the example is not among the anchors it is measured by.
         others = specs(leave_out=text)
-        examples.add(text, clue.pk, match(text, others, vocabulary_of(others), names=names))
+        decision = match(text, others, vocabulary_of(others), names=names, verifier=verifier)
+        examples.add(text, clue.pk, decision)
     anchors = specs()
     vocabulary = vocabulary_of(anchors)
     for text in clue.counterexamples:
-        counter.add(text, None, match(text, anchors, vocabulary, names=names))
+        counter.add(text, None, match(text, anchors, vocabulary, names=names, verifier=verifier))
     return examples, counter
 
 
-def suggest_threshold(clue, clues, names: frozenset[str], opened_at: float) -> dict:
-    """The lowest threshold (in steps of 0.005) above every score with which a counterexample
-    opened the clue, and what the clue's examples and counterexamples give with it."""
-    threshold = round(math.floor(opened_at / 0.005 + 1) * 0.005, 3)
-    examples, counter = measure_clue(clue, clues, names, threshold)
+# The range a clue's operating point is calibrated in, and the step.
+CALIBRATION_RANGE = (0.70, 0.90)
+CALIBRATION_STEP = 0.005
+COUNTEREXAMPLE_COST = 3  # an opened counterexample outweighs this many opened examples
+
+
+def calibrate(clue, clues, names: frozenset[str], verifier=None) -> dict:
+    """The clue's operating point: the first-stage threshold (which also places the band the
+    verifier decides) that opens the most of its examples (leave-one-out) while opening the
+    fewest counterexamples, nearest the default among equals. What it gives is returned with
+    it, for the admin to show."""
+    params = default_params()
+    # Scores do not depend on thresholds: each text is analysed once, decided at each one.
+    cases = []
+    for text in clue.examples:
+        others = [ClueSpec.of(c, leave_out=text) for c in clues]
+        analysis = analyse(text, others, vocabulary_of(others), params, names)
+        cases.append((text, clue.pk, analysis, others))
+    anchors = [ClueSpec.of(c) for c in clues]
+    vocabulary = vocabulary_of(anchors)
+    for text in clue.counterexamples:
+        cases.append((text, None, analyse(text, anchors, vocabulary, params, names), anchors))
+    low, high = CALIBRATION_RANGE
+    best = None
+    for i in range(round((high - low) / CALIBRATION_STEP) + 1):
+        threshold = round(low + i * CALIBRATION_STEP, 3)
+        examples, counter = Rates(), Rates()
+        for text, expected, analysis, specs in cases:
+            at = [replace(s, threshold=threshold) if s.key == clue.pk else s for s in specs]
+            decision = decide(analysis, at, params, verifier)
+            (examples if expected is not None else counter).add(text, expected, decision)
+        rank = (
+            examples.opened - COUNTEREXAMPLE_COST * counter.false_unlocks,
+            -abs(threshold - params.threshold),
+        )
+        if best is None or rank > best[0]:
+            best = (rank, threshold, examples, counter)
+    _rank, threshold, examples, counter = best
     return {
         "threshold": threshold,
         "examples": [examples.opened, examples.positives],
         "counterexamples": [counter.false_unlocks, counter.negatives],
+        "missed_examples": examples.misses,
+        "unlocking_counterexamples": counter.unlocks,
+        "verifier": verifier.name if verifier else "",
     }
+
+# Blind sets: dialogues as players write them ------------------------------------------------
+
+
+@dataclass
+class Dialogues:
+    """A blind set measured: recall on the first ask and within two asks (the second one sent
+    after the avatar nudged), false unlocks on near misses, and each message's added latency."""
+
+    first: Rates = field(default_factory=Rates)
+    within_two: Rates = field(default_factory=Rates)
+    near: Rates = field(default_factory=Rates)
+    added_ms: list[float] = field(default_factory=list)
+
+
+def blind_scenes(data: dict, verifier=None, calibrated: bool = True):
+    """The hunt of a blind set as the gate sees it: per avatar, its clues (ClueSpec.of: right
+    questions and examples as anchors, each at its operating point when `calibrated`, as
+    organizers' saves set it) and the words of its name."""
+    from hunt.leaks import normalize_message, words_of
+
+    scenes = []
+    for avatar in data["hunt"]["avatars"]:
+        clues = [
+            SimpleNamespace(
+                pk=clue["id"],
+                questions=clue["questions"],
+                keywords=clue.get("keywords", []),
+                examples=clue.get("examples", []),
+                counterexamples=clue.get("counterexamples", []),
+                threshold=None,
+                calibrated_threshold=None,
+            )
+            for clue in avatar["clues"]
+        ]
+        names = frozenset(words_of(normalize_message(avatar["name"])))
+        if calibrated:
+            points = [calibrate(c, clues, names, verifier)["threshold"] for c in clues]
+            for clue, point in zip(clues, points, strict=True):
+                clue.calibrated_threshold = point
+        scenes.append(([ClueSpec.of(c) for c in clues], names))
+    return scenes
+
+
+def measure_dialogues(
+    data: dict, verifier=None, params: Params | None = None, calibrated: bool = True
+) -> Dialogues:
+    """Plays a blind set's asks and near misses through the matcher, each with the message
+    the player sent before it (an ask's second try follows its first)."""
+    out = Dialogues()
+    items = {item["id"]: item for item in data["items"]}
+    for clues, names in blind_scenes(data, verifier, calibrated):
+        scene = (clues, vocabulary_of(clues), params, names)
+        for clue in clues:
+            item = items[clue.key]
+            for ask in item["asks"]:
+                first = _timed(out, scene, verifier, ask["first"], ask.get("context"))
+                out.first.add(ask["first"], clue.key, first)
+                if first.opened == clue.key:
+                    out.within_two.add(ask["first"], clue.key, first)
+                else:
+                    second = _timed(out, scene, verifier, ask["second"], ask["first"])
+                    out.within_two.add(ask["second"], clue.key, second)
+            for miss in item["near_misses"]:
+                decision = _timed(out, scene, verifier, miss["text"], miss.get("context"))
+                out.near.add(miss["text"], None, decision)
+    return out
+
+
+def _timed(out: Dialogues, scene: tuple, verifier, text: str, context: str | None) -> Decision:
+    """The decision on one message, and the time the verifier added to it (the first stage is
+    run alone first, which also warms its caches)."""
+    clues, vocabulary, params, names = scene
+    context = context or ""
+    started = time.perf_counter()
+    match(text, clues, vocabulary, params, names, None, context)
+    alone = time.perf_counter() - started
+    started = time.perf_counter()
+    decision = match(text, clues, vocabulary, params, names, verifier, context)
+    out.added_ms.append(1000 * max(time.perf_counter() - started - alone, 0.0))
+    return decision

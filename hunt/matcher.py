@@ -46,6 +46,7 @@ from hunt.questions import (
     vocabulary_of,
     windows_of,
 )
+from hunt.verifiers import Verdict, Verifier
 
 DATA_DIR = Path(__file__).resolve().parent / "gate_data"
 PARAMS_FILE = DATA_DIR / "params.json"
@@ -67,6 +68,13 @@ class Params:
     threshold: float
     type_penalty: float
     drop_penalty: float = 0.0
+    # The close calls a verifier (hunt/verifiers.py) decides: scores from threshold - below to
+    # threshold + above. Outside it, the first stage decides alone.
+    verify_below: float = 0.0
+    verify_above: float = 0.0
+    # Checks whose block a verifier may overrule on a close call, when it is this sure (0-1).
+    overridable: frozenset[str] = frozenset()
+    override_at: float = 1.0
     without: frozenset[str] = frozenset()  # names of checks switched off (for measuring them)
 
     def checks(self, stage: type[Check]) -> list:
@@ -84,6 +92,8 @@ def default_params() -> Params:
         threshold=float(data["threshold"]),
         type_penalty=float(data["type_penalty"]),
         drop_penalty=float(data["drop_penalty"]),
+        verify_below=float(data["verify_below"]),
+        verify_above=float(data["verify_above"]),
     )
 
 
@@ -109,7 +119,8 @@ class ClueSpec:
             key=clue.pk,
             questions=tuple(dict.fromkeys(q for q in anchors if q.strip())),
             keywords=tuple(k for k in clue.keywords if k.strip()),
-            threshold=clue.threshold,
+            # Set by hand, else calibrated from the clue's examples (hunt.gate.calibrate_clues).
+            threshold=clue.threshold if clue.threshold is not None else clue.calibrated_threshold,
         )
 
 
@@ -138,6 +149,7 @@ class WindowScore:
 
     score: float
     blocked: str | None = None
+    question: str = ""  # the right question (or example) that scored it
 
 
 @dataclass
@@ -158,6 +170,7 @@ class Decision:
     near: list[object] = field(default_factory=list)  # keys of clues nearly matched
     reason: str = ""
     best: dict[object, float] = field(default_factory=dict)  # each clue's best window score
+    verdicts: dict[object, Verdict] = field(default_factory=dict)  # the second stage's, by clue
 
 
 # Checks -----------------------------------------------------------------------------------------
@@ -358,8 +371,9 @@ def _question_score(
     )
     for check in checks:
         if check.blocks(question, window):
-            return WindowScore(score, check.name)
-    return WindowScore(score - sum(c.penalty(question, window, params) for c in checks))
+            return WindowScore(score, check.name, question.text)
+    penalty = sum(c.penalty(question, window, params) for c in checks)
+    return WindowScore(score - penalty, question=question.text)
 
 
 def analyse(
@@ -368,8 +382,14 @@ def analyse(
     vocabulary: frozenset[str] | None = None,
     params: Params | None = None,
     names: frozenset[str] = frozenset(),
+    context: str = "",
 ) -> Analysis:
-    """Scores a message against clues (see module doc); thresholds are applied by `decide`."""
+    """Scores a message against clues (see module doc); thresholds are applied by `decide`.
+
+    `context` is the player's message before this one: its last sentence may carry what this
+    one's pronoun stands for ("I saw your lamp up there." then "what keeps it going?"). It is
+    read only in windows with this message: never alone, and the checks on a whole message
+    look at this message only."""
     params = params or default_params()
     vocabulary = vocabulary if vocabulary is not None else vocabulary_of(clues)
     normalized = normalize_message(text)
@@ -382,7 +402,10 @@ def analyse(
             analysis.stuffed = check.name
             return analysis  # opens nothing, whatever it scores
     keyword_stems = stems_of(k for c in clues for k in c.keywords)
-    analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
+    lead = split_sentences(correct_spelling(normalize_message(context), vocabulary))[-1:]
+    # windows_of lists single sentences first: dropping the first window drops the context alone.
+    windows = windows_of([*lead, *sentences[: MAX_SENTENCES + 1]], keyword_stems)
+    analysis.windows = windows[len(lead) :]
     # What does not depend on the window, once per message rather than once per window.
     window_checks, clue_checks = params.checks(WindowCheck), params.checks(ClueCheck)
     question_checks = params.checks(QuestionCheck)
@@ -417,10 +440,16 @@ def analyse(
     return analysis
 
 
-def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None = None) -> Decision:
-    """Applies thresholds and the one-clue checks: at most one clue opens per message, and
-    none when several would."""
+def decide(
+    analysis: Analysis,
+    clues: Sequence[ClueSpec],
+    params: Params | None = None,
+    verifier: Verifier | None = None,
+) -> Decision:
+    """Applies thresholds, the verifier on close calls, and the one-clue checks: at most one
+    clue opens per message, and none when several would."""
     params = params or default_params()
+    by_key = {c.key: c for c in clues}
     thresholds = {
         c.key: c.threshold if c.threshold is not None else params.threshold for c in clues
     }
@@ -428,15 +457,33 @@ def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None 
     passing: list[tuple[float, object]] = []
     near: set[object] = set()
     best: dict[object, float] = {}
+    verdicts: dict[object, Verdict] = {}
     refused = ""
-    for row in analysis.scores:
+    for window, row in zip(analysis.windows, analysis.scores, strict=True):
         for key, s in row.items():
             best[key] = max(best.get(key, 0.0), s.score)
-        here = [(s.score, key) for key, s in row.items() if s.blocked is None
-                and s.score >= thresholds[key]]  # fmt: skip
-        for key, s in row.items():
             if s.score >= thresholds[key] - NEAR_BAND:
                 near.add(key)
+        here = []
+        for key, s in row.items():
+            threshold = thresholds[key]
+            close = threshold - params.verify_below <= s.score < threshold + params.verify_above
+            if s.blocked is not None and (s.blocked not in params.overridable or not close):
+                continue
+            if verifier is None or not close:
+                opens = s.blocked is None and s.score >= threshold
+            else:
+                verdict = verifier.verify(window, by_key[key].questions)
+                if key not in verdicts or verdict.score > verdicts[key].score:
+                    verdicts[key] = verdict
+                if s.blocked is not None:
+                    opens = verdict.score >= params.override_at
+                else:
+                    opens = verdict.answer == "yes" or (
+                        verdict.answer == "unsure" and s.score >= threshold
+                    )
+            if opens:
+                here.append((s.score, key))
         if len(here) > 1 and "window" in one_clue:
             refused = one_clue["window"]
             continue
@@ -444,9 +491,15 @@ def decide(analysis: Analysis, clues: Sequence[ClueSpec], params: Params | None 
     several = len({key for _score, key in passing}) > 1 and "message" in one_clue
     if analysis.stuffed or several or not passing:
         reason = analysis.stuffed or (one_clue["message"] if several else refused)
-        return Decision(near=sorted(near, key=str), reason=reason, best=best)
+        return Decision(near=sorted(near, key=str), reason=reason, best=best, verdicts=verdicts)
     score, key = max(passing, key=lambda p: (p[0], str(p[1])))
-    return Decision(opened=key, score=score, near=sorted(near - {key}, key=str), best=best)
+    return Decision(
+        opened=key,
+        score=score,
+        near=sorted(near - {key}, key=str),
+        best=best,
+        verdicts=verdicts,
+    )
 
 
 def match(
@@ -455,5 +508,8 @@ def match(
     vocabulary: frozenset[str] | None = None,
     params: Params | None = None,
     names: frozenset[str] = frozenset(),
+    verifier: Verifier | None = None,
+    context: str = "",
 ) -> Decision:
-    return decide(analyse(text, clues, vocabulary, params, names), clues, params)
+    analysis = analyse(text, clues, vocabulary, params, names, context)
+    return decide(analysis, clues, params, verifier)

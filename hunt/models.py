@@ -238,8 +238,14 @@ class Clue(models.Model):
     examples = models.JSONField(default=list, blank=True, help_text=_("Must unlock."))
     counterexamples = models.JSONField(default=list, blank=True, help_text=_("Must not unlock."))
     threshold = models.FloatField(
-        null=True, blank=True, help_text=_("Similarity needed to open; empty: the default.")
+        null=True,
+        blank=True,
+        help_text=_("Similarity needed to open; empty: calibrated from the examples on save."),
     )
+    # The clue's operating point, calibrated from its questions, examples and counterexamples
+    # whenever they change (hunt.gate.calibrate_clues), and what it gives on them.
+    calibrated_threshold = models.FloatField(null=True, blank=True, editable=False)
+    calibration = models.JSONField(default=dict, blank=True, editable=False)
     reveal_line = models.CharField(
         max_length=300,
         blank=True,
@@ -257,6 +263,20 @@ class Clue(models.Model):
 
     def reveal_text(self, word: str) -> str:
         return (self.reveal_line or DEFAULT_REVEAL_LINE).replace("{word}", word)
+
+    def threshold_source(self) -> str:
+        """Where the clue's operating point comes from: "clue" (set by hand), "calibrated"
+        or "default"."""
+        if self.threshold is not None:
+            return "clue"
+        return "calibrated" if self.calibrated_threshold is not None else "default"
+
+    def nudge(self, count: int) -> str:
+        """What the avatar hints at after the player's `count`-th near miss: the clue's public
+        hints in turn, else its topic (keywords). Never the word or a right question."""
+        if self.hints:
+            return self.hints[count % len(self.hints)]
+        return ", ".join(self.keywords[:3])
 
     def public_texts(self) -> list[str]:
         """Every text of this clue that players or the model may see before unlock."""

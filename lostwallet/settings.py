@@ -251,6 +251,11 @@ AVATAR_PREFILL_CHUNK = env_int("AVATAR_PREFILL_CHUNK", 256, minimum=16)
 # Tokens of finished conversations kept for prefix reuse (persona and last turn).
 AVATAR_PREFIX_CACHE_TOKENS = env_int("AVATAR_PREFIX_CACHE_TOKENS", 12_000)
 
+# The clue gate's second stage for close calls (hunt/verifiers.py): "cross" (the trained
+# cross-encoder, CPU), "judge" (the avatar model, for capable models on GPU), "none", or a path.
+GATE_VERIFIER = env_str("GATE_VERIFIER", "cross")
+GATE_VERIFIER_DIR = Path(env_str("GATE_VERIFIER_DIR", str(VAR_DIR / "models" / "gate-verifier")))
+
 CHAT_MAX_CHARS = env_int("CHAT_MAX_CHARS", 500, minimum=1)
 # What a crowd, a player or an address can make the server spend (docs/protocol.md, Limits).
 # A say is counted in the model's tokens too: 500 rare characters are 2,000 tokens. The default

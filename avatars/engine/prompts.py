@@ -123,7 +123,13 @@ def reveal_instruction(reveal_line: str) -> str:
 
 
 def hint_instruction(hint: str) -> str:
-    return f"Weave this hint into your reply, gently: {hint}"
+    """The gate's nudge after a near miss: the visitor is circling one of the avatar's
+    secrets. The line is the clue's public hint (or its topic), never the word or the right
+    question: the avatar steers in character toward asking plainly."""
+    return (
+        "The visitor is close to asking you something you know. Without giving any answer, "
+        f"nudge them in your own voice to ask you plainly about it. What to hint at: {hint}"
+    )
 
 
 def system_text(parts: PromptParts) -> str:

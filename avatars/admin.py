@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 
 from avatars.models import Avatar, Conversation, Feedback, Message
 from avatars.studio import is_organizer
 from hunt.admin import ClueInline
+from hunt.gate import calibrate_clues
+from hunt.models import Clue
 
 
 class DraftAvatarForm(forms.ModelForm):
@@ -70,6 +73,13 @@ class AvatarAdmin(admin.ModelAdmin):
                 request, _("Saved as a draft: a superuser publishes it after a review.")
             )
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if any(f.has_changed() for f in formsets if f.model is Clue):
+            avatar_id = form.instance.pk
+            # After commit: a clue's operating point follows its examples and counterexamples.
+            transaction.on_commit(lambda: calibrate_clues(avatar_id))
 
     def get_form(self, request, obj=None, **kwargs):
         if not request.user.is_superuser:

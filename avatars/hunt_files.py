@@ -23,6 +23,7 @@ from django.utils.dateparse import parse_datetime
 
 from avatars.models import Avatar
 from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
+from hunt.gate import calibrate_clues
 from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, SeedWord, guarded_words_in
 
 FORMAT = "lostwallet.hunt/1"
@@ -348,7 +349,20 @@ def import_hunt_document(doc: dict) -> Hunt:
     if problems:
         raise HuntFileError(problems)
     with transaction.atomic():
-        return _write(doc)
+        hunt = _write(doc)
+        # After commit: calibration reads the clues as written, and a refused import has none.
+        transaction.on_commit(lambda: calibrate_hunt(hunt))
+    return hunt
+
+
+def calibrate_hunt(hunt: Hunt) -> None:
+    """Calibrates the operating point of every clue of the hunt (hunt.gate.calibrate_clues)."""
+    for avatar_id in (
+        Avatar.objects.filter(hunt=hunt, clues__isnull=False)
+        .values_list("pk", flat=True)
+        .distinct()
+    ):
+        calibrate_clues(avatar_id)
 
 
 def import_hunt_file(path: str | Path) -> Hunt:

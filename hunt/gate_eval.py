@@ -141,15 +141,13 @@ def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = N
         return [replace(s, threshold=threshold) if s.key == clue.pk else s for s in out]
 
     examples, counter = Rates(), Rates()
-    for text in clue.examples:
-        # Leave-one-out: the example is not among the anchors it is measured by.
-        others = specs(leave_out=text)
-        decision = match(text, others, vocabulary_of(others), names=names, verifier=verifier)
-        examples.add(text, clue.pk, decision)
-    anchors = specs()
-    vocabulary = vocabulary_of(anchors)
-    for text in clue.counterexamples:
-        counter.add(text, None, match(text, anchors, vocabulary, names=names, verifier=verifier))
+    for expected, texts, rates in ((clue.pk, clue.examples, examples),
+                                   (None, clue.counterexamples, counter)):  # fmt: skip
+        for text in texts:
+            # Leave-one-out: the text is not among the anchors it is measured by.
+            others = specs(leave_out=text)
+            decision = match(text, others, vocabulary_of(others), names=names, verifier=verifier)
+            rates.add(text, expected, decision)
     return examples, counter
 
 
@@ -171,10 +169,11 @@ def calibrate(clue, clues, names: frozenset[str], verifier=None) -> dict:
         others = [ClueSpec.of(c, leave_out=text) for c in clues]
         analysis = analyse(text, others, vocabulary_of(others), params, names)
         cases.append((text, clue.pk, analysis, others))
-    anchors = [ClueSpec.of(c) for c in clues]
-    vocabulary = vocabulary_of(anchors)
     for text in clue.counterexamples:
-        cases.append((text, None, analyse(text, anchors, vocabulary, params, names), anchors))
+        # Leave-one-out too: a counterexample is also a negative anchor (Counterexample).
+        others = [ClueSpec.of(c, leave_out=text) for c in clues]
+        analysis = analyse(text, others, vocabulary_of(others), params, names)
+        cases.append((text, None, analysis, others))
     low, high = CALIBRATION_RANGE
     best = None
     for i in range(round((high - low) / CALIBRATION_STEP) + 1):
@@ -199,6 +198,7 @@ def calibrate(clue, clues, names: frozenset[str], verifier=None) -> dict:
         "unlocking_counterexamples": counter.unlocks,
         "verifier": verifier.name if verifier else "",
     }
+
 
 # Blind sets: dialogues as players write them ------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from hunt.questions import (
     has_keyword,
     kind_relation,
     question_kinds,
+    resolve_pronoun,
     stem,
     stems_of,
     strip_wrappers,
@@ -108,17 +109,21 @@ class ClueSpec:
     questions: tuple[str, ...]
     keywords: tuple[str, ...] = ()
     threshold: float | None = None
+    counterexamples: tuple[str, ...] = ()  # phrasings that must not open it (Counterexample)
 
     @classmethod
     def of(cls, clue, leave_out: str | None = None) -> ClueSpec:
         """The clue's right questions plus its `examples` (phrasings the organizer says must
-        open it: more anchors, better recall). `leave_out` drops one example, so that
-        eval_gate measures each example against the others only."""
+        open it: more anchors, better recall), and its counterexamples. `leave_out` drops one
+        example or counterexample, so that each is measured against the others only."""
         anchors = [*clue.questions, *(e for e in clue.examples if e != leave_out)]
         return cls(
             key=clue.pk,
             questions=tuple(dict.fromkeys(q for q in anchors if q.strip())),
             keywords=tuple(k for k in clue.keywords if k.strip()),
+            counterexamples=tuple(
+                c for c in dict.fromkeys(clue.counterexamples) if c.strip() and c != leave_out
+            ),
             # Set by hand, else calibrated from the clue's examples (hunt.gate.calibrate_clues).
             threshold=clue.threshold if clue.threshold is not None else clue.calibrated_threshold,
         )
@@ -133,6 +138,7 @@ class Window:
     kinds: set[str]  # the kinds of question it asks (hunt.questions.question_kinds)
     yes_no: bool  # a yes/no question ("is the lamp hot?")
     keyword_stems: frozenset[str]  # the stems of every candidate clue's keywords
+    vector: np.ndarray | None = None  # its sentence embedding, once it is not skipped
 
 
 @dataclass(frozen=True)
@@ -321,6 +327,22 @@ class Keyword(ClueCheck):
         return not has_keyword(window.text, clue.keywords)
 
 
+class Counterexample(ClueCheck):
+    """A window closer to one of the clue's counterexamples than to any of its right questions
+    and examples asks what the organizer said must not open it."""
+
+    name = "counterexample"
+
+    def blocks(self, clue, window):
+        if not clue.counterexamples or window.vector is None:
+            return False
+
+        def nearest(texts) -> float:
+            return max(float(np.dot(window.vector, embed(normalize_message(t)))) for t in texts)
+
+        return nearest(clue.counterexamples) >= nearest(clue.questions)
+
+
 class OneClueAWindow(OneClueCheck):
     """One sentence passing for two clues is a list, or a vague question."""
 
@@ -344,6 +366,7 @@ CHECKS: list[Check] = [
     YesOrNo(),
     Contrast(),
     Keyword(),
+    Counterexample(),
     OneClueAWindow(),
     OneClueAMessage(),
 ]
@@ -386,10 +409,10 @@ def analyse(
 ) -> Analysis:
     """Scores a message against clues (see module doc); thresholds are applied by `decide`.
 
-    `context` is the player's message before this one: its last sentence may carry what this
-    one's pronoun stands for ("I saw your lamp up there." then "what keeps it going?"). It is
-    read only in windows with this message: never alone, and the checks on a whole message
-    look at this message only."""
+    `context` is the player's message before this one: its last sentence may tell what this
+    one's pronoun stands for ("I saw your lamp up there." then "what keeps it going?"). Only
+    that reading is added as a window: the earlier message is never scored again, alone or
+    joined to this one, and the checks on a whole message look at this message only."""
     params = params or default_params()
     vocabulary = vocabulary if vocabulary is not None else vocabulary_of(clues)
     normalized = normalize_message(text)
@@ -402,10 +425,12 @@ def analyse(
             analysis.stuffed = check.name
             return analysis  # opens nothing, whatever it scores
     keyword_stems = stems_of(k for c in clues for k in c.keywords)
-    lead = split_sentences(correct_spelling(normalize_message(context), vocabulary))[-1:]
-    # windows_of lists single sentences first: dropping the first window drops the context alone.
-    windows = windows_of([*lead, *sentences[: MAX_SENTENCES + 1]], keyword_stems)
-    analysis.windows = windows[len(lead) :]
+    analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
+    before = split_sentences(correct_spelling(normalize_message(context), vocabulary))
+    if before and sentences:
+        follow_up = resolve_pronoun(before[-1], sentences[0], keyword_stems)
+        if follow_up and follow_up not in analysis.windows:
+            analysis.windows.append(follow_up)
     # What does not depend on the window, once per message rather than once per window.
     window_checks, clue_checks = params.checks(WindowCheck), params.checks(ClueCheck)
     question_checks = params.checks(QuestionCheck)
@@ -422,6 +447,7 @@ def analyse(
             analysis.scores.append({})
             continue
         vector = embed(strip_wrappers(text_, names, vocabulary))
+        window = replace(window, vector=vector)
         row = {}
         for clue in clues:
             best: WindowScore | None = None

@@ -352,11 +352,18 @@ def windows_of(sentences: Sequence[str], keyword_stems: frozenset[str] = frozens
     pronoun stands for a keyword of the sentence before it, with the keyword in its place
     ("I saw your scar. How did it happen?" -> "how did the scar happen?")."""
     pairs = [f"{a} {b}" for a, b in itertools.pairwise(sentences)]
-    resolved = []
-    for before, sentence in itertools.pairwise(sentences):
-        if {stem(w) for w in words_of(sentence)} & keyword_stems:
-            continue  # names its topic itself
-        named = [w for w in words_of(before) if stem(w) in keyword_stems]
-        if named and _PRONOUN.search(sentence):
-            resolved.append(_PRONOUN.sub(f"the {named[-1]}", sentence, count=1))
+    resolved = [
+        r for a, b in itertools.pairwise(sentences) if (r := resolve_pronoun(a, b, keyword_stems))
+    ]
     return [*sentences, *pairs, *resolved]
+
+
+def resolve_pronoun(before: str, sentence: str, keyword_stems: frozenset[str]) -> str | None:
+    """`sentence` with its pronoun replaced by the last keyword named in `before`, or None
+    when it names a keyword itself or has no pronoun for one."""
+    if {stem(w) for w in words_of(sentence)} & keyword_stems:
+        return None  # names its topic itself
+    named = [w for w in words_of(before) if stem(w) in keyword_stems]
+    if named and _PRONOUN.search(sentence):
+        return _PRONOUN.sub(f"the {named[-1]}", sentence, count=1)
+    return None

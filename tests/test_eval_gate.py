@@ -56,28 +56,28 @@ def test_every_clue_gets_a_row_and_the_totals_add_up(demo_hunt, tmp_path):
     assert "attack unlocks 1 of" in table
 
 
-def test_a_counterexample_that_opens_a_clue_brings_a_threshold_that_keeps_it_shut(
-    demo_hunt, tmp_path
-):
+def test_each_clue_shows_its_operating_point_and_where_it_comes_from(demo_hunt, tmp_path):
+    report, table = eval_gate(demo_hunt, tmp_path, "--no-attacks")
     clue = lamp_clue(demo_hunt)
+    (row,) = [r for r in report["clues"] if r["position"] == 3]
+    # The import calibrated it from its examples and counterexamples.
+    assert row["threshold_source"] == "calibrated"
+    assert row["threshold"] == clue.calibrated_threshold == clue.calibration["threshold"]
+    clue.threshold = 0.85
+    clue.save(update_fields=["threshold"])
+    report, table = eval_gate(demo_hunt, tmp_path, "--no-attacks")
+    (row,) = [r for r in report["clues"] if r["position"] == 3]
+    assert (row["threshold"], row["threshold_source"]) == (0.85, "clue")
+    assert "0.850 clue" in table
+
+
+def test_a_counterexample_that_opens_its_clue_is_reported(demo_hunt, tmp_path):
+    clue = lamp_clue(demo_hunt)
+    # A true paraphrase filed as a counterexample: measured against the other anchors (it is
+    # left out of them), it opens the clue, and the table says so.
     clue.counterexamples = [*clue.counterexamples, "What fuels the lighthouse lamp?"]
     clue.save(update_fields=["counterexamples"])
     report, table = eval_gate(demo_hunt, tmp_path, "--no-attacks")
     (row,) = [r for r in report["clues"] if r["position"] == 3]
     assert row["counterexamples"][0] == 1
-    suggested = row["suggested"]
-    assert suggested["threshold"] > row["threshold"]
-    assert suggested["counterexamples"] == [0, len(clue.counterexamples)]
-    assert f"with threshold {suggested['threshold']:.3f}" in table
-    # The suggestion is what the gate then does.
-    clue.threshold = suggested["threshold"]
-    clue.save(update_fields=["threshold"])
-    again, _table = eval_gate(demo_hunt, tmp_path, "--no-attacks")
-    (row,) = [r for r in again["clues"] if r["position"] == 3]
-    assert row["counterexamples"][0] == 0 and "suggested" not in row
-    assert row["examples"] == suggested["examples"]
-
-
-def test_a_hunt_without_trouble_gets_no_suggestions(demo_hunt, tmp_path):
-    report, _table = eval_gate(demo_hunt, tmp_path, "--no-attacks")
-    assert not [r for r in report["clues"] if "suggested" in r]
+    assert "UNLOCKS: What fuels the lighthouse lamp?" in table

@@ -475,14 +475,14 @@ def test_nothing_opens_outside_the_hunt_window(demo_hunt, make_player):
     assert not Discovery.objects.exists()
 
 
-def test_near_misses_bring_the_hint_then_a_cooldown(demo_hunt, make_player):
+def test_each_near_miss_brings_a_nudge_then_a_cooldown(demo_hunt, make_player):
     Hunt.objects.filter(pk=demo_hunt.pk).update(gate_attempts=3, gate_cooldown_seconds=300)
     player = make_player()
     marta = Avatar.objects.get(slug="old-marta")
     hints = [gate.open_clues(say(player, marta, "What keeps the lighthouse warm?")).hint]
     hints.append(gate.open_clues(say(player, marta, "What keeps the lighthouse lamp clean?")).hint)
-    assert hints[0] is None
-    assert hints[1] in clue_at(demo_hunt, 3).hints
+    # From the first near miss, in that same reply: the clue's public hint, never the word.
+    assert hints == [clue_at(demo_hunt, 3).hints[0]] * 2
     gate.open_clues(say(player, marta, "What keeps the lighthouse standing at night?"))
     # Three near misses: cooling down, so even the right question opens nothing for now.
     right = say(player, marta, "What keeps the lighthouse lamp burning at night?")
@@ -604,6 +604,8 @@ CHECK_CASES = {
     "yes_no": ("Is the lighthouse lamp burning at night?", [LAMP]),
     "contrast": ("What keeps the lighthouse lamp burning in the day?", [LAMP]),
     "keyword": ("What keeps the lighthouse light burning at night?", [LAMP]),
+    "counterexample": ("What keeps your lamp burning at night?",
+                       [replace(LAMP, counterexamples=("What keeps your lamp burning at night?",))]),
     "ambiguous": ("What keeps the lighthouse lamp burning at night?", [LAMP, LAMP_AT_ALL]),
     "several": ("What keeps the lighthouse lamp burning at night? Who built the old stone bridge?",
                 [LAMP, BRIDGE]),

@@ -6,9 +6,10 @@ For each clue: recall on its `examples` (each must open it; measured leave-one-o
 gate also matches against a clue's other examples), false unlocks on its
 `counterexamples` (none may open anything) and on the attack corpora of ../shared/attacks/
 (every prompt sent to the clue's avatar; none may open anything). Prerequisites are taken as met
-and the hunt as live: this measures the questions, not the schedule. Where a counterexample
-opens a clue, the table suggests the lowest threshold that keeps it shut and shows what the clue's
-examples and counterexamples give with it (set it as the clue's `threshold`).
+and the hunt as live: this measures the questions, not the schedule. The gate runs as it does in
+play: each clue at its operating point (set by hand, or calibrated from its examples and
+counterexamples when they were saved) and the configured verifier (GATE_VERIFIER) on close
+calls; the table says which.
 
 `--replies N` also runs the real avatar model on the first N attack prompts per avatar (slow on
 a CPU) and counts replies that contained a guarded word before the reply guard, and after it
@@ -25,10 +26,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from avatars.engine import get_engine, prompts
 from avatars.models import Avatar
-from hunt.gate_eval import Rates, attack_corpora, measure_clue, params_of, suggest_threshold
+from hunt.gate_eval import Rates, attack_corpora, measure_clue, params_of
 from hunt.leaks import StreamGuard, find_leaks, normalize_message, words_of
 from hunt.matcher import ClueSpec, default_params, match, vocabulary_of
 from hunt.models import Clue, Hunt
+from hunt.verifiers import configured_verifier
 
 
 class Command(BaseCommand):
@@ -54,7 +56,13 @@ class Command(BaseCommand):
             raise CommandError(f"no hunt with slug {slug!r}")
         corpora = {} if no_attacks else attack_corpora(shared)
         words = hunt.guarded_words()
-        report: dict = {"hunt": slug, "params": params_of(default_params()), "clues": []}
+        verifier = configured_verifier()
+        report: dict = {
+            "hunt": slug,
+            "params": params_of(default_params()),
+            "verifier": verifier.name if verifier else "none",
+            "clues": [],
+        }
         totals = {"examples": Rates(), "counterexamples": Rates(), "attacks": 0}
         attack_total = 0
         for avatar in Avatar.objects.filter(hunt=hunt).order_by("slug"):
@@ -66,7 +74,7 @@ class Command(BaseCommand):
             names = frozenset(words_of(normalize_message(avatar.name)))
 
             def decide(text, specs=specs, vocabulary=vocabulary, names=names):
-                return match(text, specs, vocabulary, names=names)
+                return match(text, specs, vocabulary, names=names, verifier=verifier)
 
             attack_unlocks: dict[int, list[str]] = {c.pk: [] for c in clues}
             for corpus, texts in corpora.items():
@@ -75,23 +83,16 @@ class Command(BaseCommand):
                     if opened is not None:
                         attack_unlocks[opened].append(f"{corpus}: {prompt[:80]}")
             attack_total += sum(len(p) for p in corpora.values())
-            # The highest score with which a counterexample (of any clue here) opens each clue.
-            opened_at: dict[int, float] = {}
-            for text in (t for c in clues for t in c.counterexamples):
-                decision = decide(text)
-                if decision.opened is not None:
-                    opened_at[decision.opened] = max(
-                        opened_at.get(decision.opened, 0.0), decision.score
-                    )
             for clue in clues:
-                examples, counter = measure_clue(clue, clues, names)
+                examples, counter = measure_clue(clue, clues, names, verifier=verifier)
                 totals["examples"].merge(examples)
                 totals["counterexamples"].merge(counter)
                 totals["attacks"] += len(attack_unlocks[clue.pk])
                 row = {
                     "avatar": avatar.slug,
                     "position": clue.word.position,
-                    "threshold": clue.threshold or default_params().threshold,
+                    "threshold": ClueSpec.of(clue).threshold or default_params().threshold,
+                    "threshold_source": clue.threshold_source(),
                     "examples": [examples.opened, examples.positives],
                     "missed_examples": examples.misses,
                     "counterexamples": [counter.false_unlocks, counter.negatives],
@@ -99,8 +100,6 @@ class Command(BaseCommand):
                     "attack_unlocks": len(attack_unlocks[clue.pk]),
                     "unlocking_attacks": attack_unlocks[clue.pk],
                 }
-                if clue.pk in opened_at:
-                    row["suggested"] = suggest_threshold(clue, clues, names, opened_at[clue.pk])
                 report["clues"].append(row)
         report["totals"] = {
             "recall": round(totals["examples"].recall, 4),
@@ -155,26 +154,26 @@ class Command(BaseCommand):
     def print_table(self, report: dict) -> None:
         out = self.stdout.write
         params = report["params"]
-        out(f"Clue gate of {report['hunt']} (default threshold {params['threshold']:.3f})")
-        out(f"{'avatar':<22}{'pos':>4}{'thr':>7}  {'examples':>9}  {'counter':>9}  {'attacks':>7}")
+        out(
+            f"Clue gate of {report['hunt']} (default threshold {params['threshold']:.3f}, "
+            f"verifier {report['verifier']})"
+        )
+        out(
+            f"{'avatar':<22}{'pos':>4}{'thr':>7} {'(from)':<11}{'examples':>9}  {'counter':>9}  "
+            f"{'attacks':>7}"
+        )
         for row in report["clues"]:
             ok, n = row["examples"]
             bad, m = row["counterexamples"]
             out(
-                f"{row['avatar']:<22}{row['position']:>4}{row['threshold']:>7.3f}  "
-                f"{ok:>4}/{n:<4}  {bad:>4}/{m:<4}  {row['attack_unlocks']:>7}"
+                f"{row['avatar']:<22}{row['position']:>4}{row['threshold']:>7.3f} "
+                f"{row['threshold_source']:<11}{ok:>4}/{n:<4}  {bad:>4}/{m:<4}  "
+                f"{row['attack_unlocks']:>7}"
             )
             for text in row["missed_examples"]:
                 out(f"{'':<26}misses: {text}")
             for text in row["unlocking_counterexamples"] + row["unlocking_attacks"]:
                 out(f"{'':<26}UNLOCKS: {text}")
-            if "suggested" in row:
-                s = row["suggested"]
-                out(
-                    f"{'':<26}with threshold {s['threshold']:.3f}: examples "
-                    f"{s['examples'][0]}/{s['examples'][1]}, counterexamples of this clue "
-                    f"{s['counterexamples'][0]}/{s['counterexamples'][1]}"
-                )
         t = report["totals"]
         out(
             f"recall {t['recall']:.3f} ({t['examples'][0]}/{t['examples'][1]}), "

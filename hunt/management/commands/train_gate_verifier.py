@@ -42,14 +42,20 @@ class Command(BaseCommand):
         )
 
     def _progress(self, started: float):
+        # A bar redrawn in place on a terminal; a line every 5% in a log (CI, make demo | tee).
+        terminal = self.stdout.isatty()
+
         def show(step: int, steps: int, loss: float) -> None:
+            if not terminal and step % max(steps // 20, 1) and step != steps:
+                return
             done = int(30 * step / steps)
             elapsed = time.monotonic() - started
             eta = elapsed / step * (steps - step)
+            start = "\r" if terminal else ""
             self.stdout.write(
-                f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{steps} loss {loss:.3f} "
-                f"{elapsed:.0f}s, about {eta:.0f}s left",
-                ending="",
+                f"{start}[{'#' * done}{'.' * (30 - done)}] {step}/{steps} "
+                f"loss {loss:.3f}, {elapsed:.0f}s, about {eta:.0f}s left",
+                ending="" if terminal else "\n",
             )
             self.stdout.flush()
 

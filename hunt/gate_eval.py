@@ -200,6 +200,7 @@ def calibrate(clue, clues, names: frozenset[str], verifier=None) -> dict:
         "verifier": verifier.name if verifier else "",
     }
 
+
 # Blind sets: dialogues as players write them ------------------------------------------------
 
 

@@ -253,7 +253,11 @@ def test_a_spent_near_miss_budget_counts_as_a_cooldown_in_force(demo_hunt, make_
     demo_hunt.save()
     player = make_player("ann")
     for _ in range(2):
-        gate_turn(player, "old-marta", "What keeps your lamp going at night?")
+        # A near miss: close, but "who" where the clue asks "what" (the `kind` check).
+        _message, outcome = gate_turn(
+            player, "old-marta", "Who keeps the lighthouse lamp burning at night?"
+        )
+        assert not outcome.reveals
     assert console_figures(demo_hunt, with_text=False)["progress"]["cooldowns"]["gate"] == 1
 
 

@@ -9,20 +9,31 @@ if anyone could publish, that check would let them test candidate words. So a sa
 else that changes what players would read (name, persona, greeting, examples) takes the avatar
 out of play until a superuser publishes it again, whatever the texts hold. Creators' drafts in
 the studio (avatars/studio.py) follow the same rule.
+
+Each clue has a gate playground (AvatarAdmin.gate_playground, docs/gate-playground.md): a
+superuser types a message and sees how the gate decides it, then may add it to the clue's
+examples or counterexamples. Any change to an avatar's clues recalibrates them after commit.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
+from django.http import HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
 from avatars.models import Avatar, Conversation, Feedback, Message
 from avatars.studio import is_organizer
-from hunt.admin import ClueInline
-from hunt.gate import calibrate_clues
+from hunt.admin import ClueInline, PhrasingForm, TrialForm
+from hunt.gate import add_phrasing, calibrate_clues, try_message
 from hunt.models import Clue
 
 
@@ -74,13 +85,6 @@ class AvatarAdmin(admin.ModelAdmin):
             )
         super().save_model(request, obj, form, change)
 
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        if any(f.has_changed() for f in formsets if f.model is Clue):
-            avatar_id = form.instance.pk
-            # After commit: a clue's operating point follows its examples and counterexamples.
-            transaction.on_commit(lambda: calibrate_clues(avatar_id))
-
     def get_form(self, request, obj=None, **kwargs):
         if not request.user.is_superuser:
             kwargs["form"] = DraftAvatarForm
@@ -89,6 +93,62 @@ class AvatarAdmin(admin.ModelAdmin):
     @admin.display(description=_("conversations"), ordering="n_conv")
     def conversations_count(self, obj):
         return obj.n_conv
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if any(formset.model is Clue and formset.has_changed() for formset in formsets):
+            # One clue's anchors change what the others' examples open: all are recalibrated.
+            avatar_id = form.instance.pk
+            transaction.on_commit(lambda: calibrate_clues(avatar_id))
+
+    def get_urls(self):
+        playground = path(
+            "<int:avatar_id>/clues/<int:clue_id>/gate/",
+            self.admin_site.admin_view(self.gate_playground),
+            name="avatars_avatar_clue_gate",
+        )
+        return [playground, *super().get_urls()]
+
+    def gate_playground(self, request, avatar_id: int, clue_id: int):
+        """How the gate decides a message for one clue (hunt.gate.try_message), recording
+        nothing a player's message would; and the message added to the clue's examples or
+        counterexamples, after which the page shows the new decision."""
+        # Those who edit clues, and no one else: the page tells how the gate decides, as the
+        # clue's thresholds and examples do (hunt/admin.py).
+        if not ClueInline(Avatar, self.admin_site).has_change_permission(request):
+            raise PermissionDenied
+        clues = Clue.objects.select_related("avatar", "word")
+        clue = get_object_or_404(clues, pk=clue_id, avatar=avatar_id)
+        if request.method == "POST":
+            form = PhrasingForm(request.POST)
+            if not form.is_valid():
+                return HttpResponseBadRequest(form.errors.as_text())
+            data = form.cleaned_data
+            add_phrasing(clue.pk, data["message"], data["kind"])
+            done = {
+                "examples": _("“%(message)s” is an example of this clue now."),
+                "counterexamples": _("“%(message)s” is a counterexample of this clue now."),
+            }
+            self.message_user(request, done[data["kind"]] % {"message": data["message"]})
+            query = urlencode({"message": data["message"], "context": data["context"]})
+            return redirect(f"{request.path}?{query}")
+        form = TrialForm(request.GET or None)
+        trial = None
+        if form.is_valid():
+            trial = try_message(clue, form.cleaned_data["message"], form.cleaned_data["context"])
+        other = clues.get(pk=trial.opened_other) if trial and trial.opened_other else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Try the gate: clue #%(position)d") % {"position": clue.word.position},
+            "avatar": clue.avatar,
+            "clue": clue,
+            "form": form,
+            "trial": trial,
+            "opened_other": other,
+            "calibration": clue.calibration,
+        }
+        return TemplateResponse(request, "admin/avatars/avatar/gate_playground.html", context)
 
 
 class SuperuserOnlyAdmin(admin.ModelAdmin):

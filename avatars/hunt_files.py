@@ -350,8 +350,8 @@ def import_hunt_document(doc: dict) -> Hunt:
         raise HuntFileError(problems)
     with transaction.atomic():
         hunt = _write(doc)
-        # After commit: calibration reads the clues as written, and a refused import has none.
-        transaction.on_commit(lambda: calibrate_hunt(hunt))
+    # Once written (a refused import has nothing to calibrate): each clue's operating point.
+    calibrate_hunt(hunt)
     return hunt
 
 

@@ -1,7 +1,7 @@
 """What organizers do from the console: pause and resume the hunt, open and close registration,
 broadcast an announcement, suspend (and reinstate) a player, add a stuck question as an example
-of its clue. Thin views call these; each checks its input and raises ValidationError with a
-message for the organizer.
+or a counterexample of its clue. Thin views call these; each checks its input and raises
+ValidationError with a message for the organizer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from hunt.gate import add_phrasing
 from hunt.models import Announcement, Clue, Hunt, Incident, NearMiss, Player
 from lostwallet.wire import announcement_frame, hunt_players_group
 
@@ -73,6 +74,18 @@ def suspend_player(hunt: Hunt, player: Player, suspended: bool = True) -> None:
 def add_example(hunt: Hunt, near_miss_id: int) -> Clue:
     """Adds a near miss's message to its clue's examples: the gate reads a clue's examples as
     more right questions from the next message on (hunt.matcher.ClueSpec.of)."""
+    return _add_near_miss(hunt, near_miss_id, "examples")
+
+
+def add_counterexample(hunt: Hunt, near_miss_id: int) -> Clue:
+    """Adds a near miss's message to its clue's counterexamples: phrasings the clue's
+    calibrated operating point keeps shut."""
+    return _add_near_miss(hunt, near_miss_id, "counterexamples")
+
+
+def _add_near_miss(hunt: Hunt, near_miss_id: int, kind: str) -> Clue:
+    """Both add the message through hunt.gate.add_phrasing, which recalibrates the avatar's
+    clues once committed."""
     near = (
         NearMiss.objects.filter(pk=near_miss_id, hunt=hunt, message__isnull=False)
         .select_related("message")
@@ -80,12 +93,4 @@ def add_example(hunt: Hunt, near_miss_id: int) -> Clue:
     )
     if near is None:
         raise ValidationError(_("That message is no longer there."))
-    text = near.message.text.strip()
-    with transaction.atomic():
-        # Race: two organizers adding examples to one clue at once; without the lock one
-        # append would overwrite the other's.
-        clue = Clue.objects.select_for_update().get(pk=near.clue_id)
-        if text not in clue.examples:
-            clue.examples = [*clue.examples, text]
-            clue.save(update_fields=["examples"])
-    return clue
+    return add_phrasing(near.clue_id, near.message.text, kind)

@@ -20,20 +20,24 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from avatars.models import Conversation, Feedback, Message, WorkerBeat
 from hunt.claims import FAILED, MAX_CLAIM_COOLDOWN_SECONDS, cooling_until
+from hunt.encoder import embed
 from hunt.models import Activity, Claim, Clue, Discovery, Hunt, Incident, NearMiss, Player
 from lostwallet.wire import iso_ms
 
 TIMELINE_BUCKETS = 48  # points of the activity chart, whatever the event's length
 STUCK_SAMPLE = 400  # newest near misses of a hunt read for the stuck-question groups
 STUCK_GROUPS = 5  # groups shown per clue
+SIMILAR_AT = 0.85  # cosine of sentence embeddings from which two stuck questions are one
 ATTACK_WINDOW = timedelta(hours=24)
 SERVICE_WINDOW = timedelta(minutes=10)
 
@@ -231,8 +235,28 @@ _NOT_WORD = re.compile(r"[^\w']+")
 
 
 def group_key(text: str) -> str:
-    """What near misses are grouped by: the words of the message, lowercased, in order."""
+    """A near miss's words, lowercased, in order: what its sentence embedding is taken of, so
+    texts of the same words always share a group."""
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+def group_similar(nears: Iterable[tuple[str, float, int]]) -> list[dict]:
+    """One clue's near misses, (text, score, id) newest first, in groups of the same question.
+    Greedy: a near miss joins the first group whose first (newest) text it is as close to as
+    SIMILAR_AT (cosine of sentence embeddings), else it starts a group. A group counts its near
+    misses and keeps the best score; its `near_miss` is its first, for the add buttons."""
+    groups: list[dict] = []
+    firsts: list[np.ndarray] = []
+    for text, score, near_miss in nears:
+        vector = embed(group_key(text))
+        at = next((i for i, v in enumerate(firsts) if float(v @ vector) >= SIMILAR_AT), None)
+        if at is None:
+            at = len(groups)
+            firsts.append(vector)
+            groups.append({"text": text, "count": 0, "best": 0.0, "near_miss": near_miss})
+        groups[at]["count"] += 1
+        groups[at]["best"] = round(max(groups[at]["best"], score), 3)
+    return groups
 
 
 def near_miss_totals(clues: list[Clue]) -> dict[int, dict]:
@@ -249,9 +273,9 @@ def near_miss_totals(clues: list[Clue]) -> dict[int, dict]:
 
 def stuck(hunt: Hunt, clues: list[Clue], totals: dict[int, dict], *, with_text: bool) -> list[dict]:
     """Per clue: near misses and players (`totals`, near_miss_totals), and the newest near
-    misses grouped by the same words with counts. Texts (and the one-click "add as example")
-    only `with_text`."""
-    groups: dict[int, dict[str, dict]] = defaultdict(dict)
+    misses in groups of similar questions (group_similar) with counts. Texts (and the one-click
+    "add as example" or "counterexample") only `with_text`: only then is the encoder loaded."""
+    sampled: dict[int, list[tuple[str, float, int]]] = defaultdict(list)
     if with_text:
         sample = (
             NearMiss.objects.filter(hunt=hunt, message__isnull=False)
@@ -259,13 +283,7 @@ def stuck(hunt: Hunt, clues: list[Clue], totals: dict[int, dict], *, with_text: 
             .order_by("-created_at")[:STUCK_SAMPLE]
         )
         for near in sample:
-            text = near.message.text
-            key = group_key(text)
-            group = groups[near.clue_id].setdefault(
-                key, {"text": text, "count": 0, "best": 0.0, "near_miss": near.pk}
-            )
-            group["count"] += 1
-            group["best"] = round(max(group["best"], near.score), 3)
+            sampled[near.clue_id].append((near.message.text, near.score, near.pk))
     out = []
     for clue in clues:
         total = totals.get(clue.pk, {})
@@ -277,7 +295,8 @@ def stuck(hunt: Hunt, clues: list[Clue], totals: dict[int, dict], *, with_text: 
             "players": total.get("players", 0),
         }
         if with_text:
-            ranked = sorted(groups[clue.pk].values(), key=lambda g: (-g["count"], -g["best"]))
+            groups = group_similar(sampled[clue.pk])
+            ranked = sorted(groups, key=lambda g: (-g["count"], -g["best"]))
             item["groups"] = ranked[:STUCK_GROUPS]
         out.append(item)
     out.sort(key=lambda c: -c["near_misses"])

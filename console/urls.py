@@ -12,6 +12,11 @@ urlpatterns = [
     path("console/<slug:slug>/announce", views.announce, name="console-announce"),
     path("console/<slug:slug>/examples", views.add_example, name="console-add-example"),
     path(
+        "console/<slug:slug>/counterexamples",
+        views.add_counterexample,
+        name="console-add-counterexample",
+    ),
+    path(
         "console/<slug:slug>/players/<int:player_id>/suspend",
         views.suspend,
         name="console-suspend",

@@ -140,6 +140,7 @@ def labels() -> dict:
         "near_misses": _("near misses"),
         "players": _("players"),
         "add_example": _("Add as example"),
+        "add_counterexample": _("Add as counterexample"),
         "added": _("Added"),
         "incidents_word": _("incidents"),
         "suspend": _("Suspend"),
@@ -221,18 +222,34 @@ def suspend(request, slug: str, player_id: int):
 @login_required
 @require_POST
 def add_example(request, slug: str):
+    return _add_stuck_question(request, slug, actions.add_example)
+
+
+@login_required
+@require_POST
+def add_counterexample(request, slug: str):
+    return _add_stuck_question(request, slug, actions.add_counterexample)
+
+
+def _add_stuck_question(request, slug: str, add) -> JsonResponse:
     hunt = _console_hunt(request, slug)
-    # The example is a player's message: only those who may read message text add one.
+    # The phrasing is a player's message: only those who may read message text add one.
     if not request.user.is_superuser:
         raise PermissionDenied
     try:
         near_miss = int(request.POST.get("near_miss", ""))
-        clue = actions.add_example(hunt, near_miss)
+        clue = add(hunt, near_miss)
     except ValueError:
         return _invalid(ValidationError("near_miss is the id of a near miss."))
     except ValidationError as exc:
         return _invalid(exc)
-    return JsonResponse({"clue": clue.pk, "examples": len(clue.examples)})
+    return JsonResponse(
+        {
+            "clue": clue.pk,
+            "examples": len(clue.examples),
+            "counterexamples": len(clue.counterexamples),
+        }
+    )
 
 
 # Exports ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ a superuser that would be a way to test candidate words. So only superusers edit
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Count
@@ -254,6 +255,42 @@ class ClueInline(SuperusersEdit, admin.StackedInline):
     form = ClueForm
     extra = 0
     autocomplete_fields = ["word"]
+    readonly_fields = ["gate_playground"]
+
+    @admin.display(description=_("gate playground"))
+    def gate_playground(self, obj):
+        if obj.pk is None:
+            return _("Save the clue first.")
+        url = reverse("admin:avatars_avatar_clue_gate", args=[obj.avatar_id, obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Try the gate"))
+
+
+class TrialForm(forms.Form):
+    """A message for the organizers' gate playground, as a player would send it."""
+
+    message = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 3}))
+    context = forms.CharField(
+        label=_("Previous message"),
+        required=False,
+        help_text=_("The player's message before it, if any: the gate reads it for context."),
+    )
+
+    def clean_message(self):
+        message = self.cleaned_data["message"].strip()
+        # No longer than a player may send: the gate's work grows with the message.
+        if len(message) > settings.CHAT_MAX_CHARS:
+            raise ValidationError(
+                _("A message has at most %(n)d characters.") % {"n": settings.CHAT_MAX_CHARS}
+            )
+        return message
+
+
+class PhrasingForm(TrialForm):
+    """The tried message, added to the clue's examples or counterexamples."""
+
+    kind = forms.ChoiceField(
+        choices=[("examples", _("example")), ("counterexamples", _("counterexample"))]
+    )
 
 
 @admin.register(SeedWord)

@@ -255,6 +255,31 @@ def calibrate_clues(avatar_id) -> list[Clue]:
     return clues
 
 
+PHRASINGS = ("examples", "counterexamples")  # a clue's lists of phrasings that must (not) open
+
+
+def add_phrasing(clue_id: int, text: str, kind: str) -> Clue:
+    """Adds `text` to the clue's `kind` list of phrasings (PHRASINGS), unless it is there, and
+    drops it from the other list: a phrasing cannot both open and not open. Once committed, the
+    avatar's clues are calibrated again, since new anchors move every clue's operating point."""
+    if kind not in PHRASINGS:
+        raise ValueError(f"kind is one of {PHRASINGS}, not {kind!r}")
+    text = text.strip()
+    with transaction.atomic():
+        # Race: two organizers adding phrasings to one clue at once; without the lock one
+        # append would overwrite the other's.
+        clue = Clue.objects.select_for_update().get(pk=clue_id)
+        (other,) = set(PHRASINGS) - {kind}
+        if not text or text in getattr(clue, kind):
+            return clue
+        setattr(clue, kind, [*getattr(clue, kind), text])
+        setattr(clue, other, [t for t in getattr(clue, other) if t != text])
+        clue.save(update_fields=list(PHRASINGS))
+        avatar_id = clue.avatar_id
+        transaction.on_commit(lambda: calibrate_clues(avatar_id))
+    return clue
+
+
 # The organizers' playground ---------------------------------------------------------------------
 
 

@@ -285,3 +285,47 @@ def test_discovery_and_feedback_screens_show_no_message_text_below_superuser(
         response = client.get(url)
         assert response.status_code == 200
         assert "SECRET-" not in response.content.decode()
+
+
+def test_editing_a_clue_on_its_avatars_page_recalibrates_the_avatars_clues(
+    client, superuser, demo_hunt, django_capture_on_commit_callbacks
+):
+    clue = Clue.objects.select_related("avatar").get(avatar__slug="old-marta")
+    avatar = clue.avatar
+    assert clue.calibration == {}  # the importer does not calibrate
+    client.force_login(superuser)
+    lines = "\n".join
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:avatars_avatar_change", args=[avatar.pk]),
+            {
+                "name": avatar.name,
+                "slug": avatar.slug,
+                "hunt": avatar.hunt_id,
+                "published": "on",
+                "persona": avatar.persona,
+                "greeting": avatar.greeting,
+                "land": avatar.land,
+                "latitude": "",
+                "longitude": "",
+                "clues-TOTAL_FORMS": "1",
+                "clues-INITIAL_FORMS": "1",
+                "clues-0-id": clue.pk,
+                "clues-0-avatar": avatar.pk,
+                "clues-0-word": clue.word_id,
+                "clues-0-questions": lines(clue.questions),
+                "clues-0-keywords": lines(clue.keywords),
+                "clues-0-requires": "",
+                "clues-0-hints": lines(clue.hints),
+                "clues-0-examples": lines(clue.examples),
+                "clues-0-counterexamples": lines([*clue.counterexamples, "Who lit it first?"]),
+                "clues-0-threshold": "",
+                "clues-0-reveal_line": clue.reveal_line,
+            },
+        )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    clue.refresh_from_db()
+    assert clue.counterexamples[-1] == "Who lit it first?"
+    assert clue.calibration["counterexamples"][1] == len(clue.counterexamples)
+    assert clue.threshold_source() == "calibrated"

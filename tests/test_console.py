@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import timedelta
+from unittest.mock import ANY
 
 import pytest
 from channels.db import database_sync_to_async
@@ -133,57 +134,118 @@ def test_a_discovery_shows_in_the_funnel_the_feed_and_the_timeline(demo_hunt, ma
     assert figures["progress"]["messages_per_minute"] == 0.2
 
 
+def near_miss(player, text: str, score: float = 0.7) -> NearMiss:
+    """A near miss on Old Marta's clue, recorded as the gate records one: the console's panel
+    is tested apart from what the gate currently lets through."""
+    message = say(player, "old-marta", text)
+    clue = Clue.objects.get(avatar__slug="old-marta")
+    gate.note_near_miss(clue.word.hunt, clue, player, message, score, count=1)
+    return NearMiss.objects.get(message=message)
+
+
 def test_near_misses_are_grouped_by_their_words_and_text_is_for_superusers_only(
     demo_hunt, make_player
 ):
-    for name in ("ann", "bob"):
-        player = make_player(name)
-        _message, outcome = gate_turn(player, "old-marta", "What keeps your lamp going at night?")
-        assert not outcome.reveals  # a near miss, not an unlock (the gate's current recall)
-    gate_turn(make_player("cy"), "old-marta", "what keeps your LAMP going at night")
+    near_miss(make_player("ann"), "What keeps your lamp going at night?", 0.62)
+    near_miss(make_player("bob"), "What keeps your lamp going at night?", 0.71)
+    near_miss(make_player("cy"), "what keeps your LAMP going at night", 0.6)
 
     clue = Clue.objects.get(avatar__slug="old-marta")
-    assert NearMiss.objects.filter(clue=clue).count() == 3
     full = console_figures(demo_hunt, with_text=True)
     counts = console_figures(demo_hunt, with_text=False)
 
     stuck = next(c for c in full["stuck"] if c["clue"] == clue.pk)
     assert (stuck["near_misses"], stuck["players"]) == (3, 3)
-    assert [g["count"] for g in stuck["groups"]] == [3]
-    assert stuck["groups"][0]["best"] > 0.5
+    assert [(g["count"], g["best"]) for g in stuck["groups"]] == [(3, 0.71)]
     bare = next(c for c in counts["stuck"] if c["clue"] == clue.pk)
     assert "groups" not in bare
     assert "lamp" not in json.dumps(counts)
 
 
+def test_near_misses_worded_differently_but_alike_end_in_one_group(demo_hunt, make_player):
+    near_miss(make_player("ann"), "What keeps the lamp going during the night?", 0.66)
+    near_miss(make_player("bob"), "Where did you buy that old lamp?", 0.5)
+    near_miss(make_player("cy"), "what keeps your lamp lit through the night", 0.64)
+    newest = near_miss(make_player("dee"), "What keeps your lamp going at night?", 0.61)
+
+    clue = Clue.objects.get(avatar__slug="old-marta")
+    stuck = next(c for c in console_figures(demo_hunt, with_text=True)["stuck"])
+    assert stuck["clue"] == clue.pk
+    assert stuck["groups"] == [
+        # The newest near miss starts the group, the others join it.
+        {"text": newest.message.text, "count": 3, "best": 0.66, "near_miss": newest.pk},
+        {"text": "Where did you buy that old lamp?", "count": 1, "best": 0.5, "near_miss": ANY},
+    ]
+
+
 def test_adding_a_stuck_question_as_an_example_opens_it_for_the_next_player(
-    client, demo_hunt, make_player, superuser
+    client, demo_hunt, make_player, superuser, django_capture_on_commit_callbacks
 ):
-    asked = "What keeps your lamp going at night?"
-    message, outcome = gate_turn(make_player("ann"), "old-marta", asked)
+    asked = "Does the lamp ever go out when the wind howls?"
+    _message, outcome = gate_turn(make_player("ann"), "old-marta", asked)
     assert not outcome.reveals
-    near = NearMiss.objects.get(message=message)
+    near = near_miss(make_player("bob"), asked)
 
     client.force_login(superuser)
-    response = client.post(
-        reverse("console-add-example", args=[demo_hunt.slug]), {"near_miss": near.pk}
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("console-add-example", args=[demo_hunt.slug]), {"near_miss": near.pk}
+        )
 
     assert response.status_code == 200
-    assert asked in Clue.objects.get(pk=near.clue_id).examples
-    _message, outcome = gate_turn(make_player("bob"), "old-marta", asked)
-    assert [r.position for r in outcome.reveals] == [near.clue.word.position]
+    clue = Clue.objects.get(pk=near.clue_id)
+    assert asked in clue.examples
+    assert clue.calibration["examples"][1] == len(clue.examples)  # recalibrated
+    _message, outcome = gate_turn(make_player("cy"), "old-marta", asked)
+    assert [r.position for r in outcome.reveals] == [clue.word.position]
 
 
 def test_organizers_below_superuser_may_not_add_examples(client, demo_hunt, make_player, organizer):
-    message, _outcome = gate_turn(
-        make_player("ann"), "old-marta", "What keeps your lamp going at night?"
-    )
-    near = NearMiss.objects.get(message=message)
+    near = near_miss(make_player("ann"), "What keeps your lamp going at night?")
     client.force_login(organizer)
     url = reverse("console-add-example", args=[demo_hunt.slug])
     assert client.post(url, {"near_miss": near.pk}).status_code == 403
-    assert "What keeps your lamp going at night?" not in Clue.objects.get(pk=near.clue_id).examples
+    counterexamples = reverse("console-add-counterexample", args=[demo_hunt.slug])
+    assert client.post(counterexamples, {"near_miss": near.pk}).status_code == 403
+    clue = Clue.objects.get(pk=near.clue_id)
+    assert "What keeps your lamp going at night?" not in clue.examples + clue.counterexamples
+
+
+def test_a_stuck_question_added_as_a_counterexample_recalibrates_the_avatars_clues(
+    client, demo_hunt, make_player, superuser, django_capture_on_commit_callbacks
+):
+    asked = "Where did you buy that old lamp?"
+    near = near_miss(make_player("ann"), asked, 0.5)
+    client.force_login(superuser)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("console-add-counterexample", args=[demo_hunt.slug]), {"near_miss": near.pk}
+        )
+
+    assert response.status_code == 200
+    clue = Clue.objects.get(pk=near.clue_id)
+    assert response.json() == {
+        "clue": clue.pk,
+        "examples": len(clue.examples),
+        "counterexamples": len(clue.counterexamples),
+    }
+    assert clue.counterexamples[-1] == asked
+    assert asked not in clue.examples
+    assert clue.calibration["counterexamples"][1] == len(clue.counterexamples)
+    assert clue.threshold_source() == "calibrated"
+
+
+def test_adding_the_same_stuck_question_twice_adds_it_once(
+    client, demo_hunt, make_player, superuser
+):
+    near = near_miss(make_player("ann"), "Where did you buy that old lamp?", 0.5)
+    client.force_login(superuser)
+    url = reverse("console-add-counterexample", args=[demo_hunt.slug])
+    client.post(url, {"near_miss": near.pk})
+    client.post(url, {"near_miss": near.pk})
+    counter = Clue.objects.get(pk=near.clue_id).counterexamples
+    assert counter.count("Where did you buy that old lamp?") == 1
 
 
 def test_a_spent_near_miss_budget_counts_as_a_cooldown_in_force(demo_hunt, make_player):
@@ -191,7 +253,11 @@ def test_a_spent_near_miss_budget_counts_as_a_cooldown_in_force(demo_hunt, make_
     demo_hunt.save()
     player = make_player("ann")
     for _ in range(2):
-        gate_turn(player, "old-marta", "What keeps your lamp going at night?")
+        # A near miss: close, but "who" where the clue asks "what" (the `kind` check).
+        _message, outcome = gate_turn(
+            player, "old-marta", "Who keeps the lighthouse lamp burning at night?"
+        )
+        assert not outcome.reveals
     assert console_figures(demo_hunt, with_text=False)["progress"]["cooldowns"]["gate"] == 1
 
 
@@ -319,7 +385,7 @@ def test_messages_are_counted_per_minute_not_per_row(demo_hunt, make_player):
     assert Activity.objects.get(hunt=demo_hunt).messages == 3
 
 
-def test_stuck_questions_group_by_the_words_alone():
+def test_stuck_questions_are_compared_by_their_words_alone():
     assert group_key("What keeps your LAMP going, at night?!") == group_key(
         "what keeps your lamp going at night"
     )

@@ -35,6 +35,7 @@ class Scripted(Verifier):
     """Answers with a fixed score, and remembers what it was shown."""
 
     name = "scripted"
+    yes_at, no_under = 0.7, 0.3
     score = 0.9
     seen: list[tuple[str, tuple[str, ...]]] = []
 
@@ -106,11 +107,10 @@ def test_the_verifier_never_sees_a_guarded_word(demo_hunt, make_player, settings
     configured_verifier.cache_clear()
     Scripted.seen = []
     try:
-        player = make_player()
         for avatar in Avatar.objects.filter(clues__isnull=False).distinct():
             for clue in Clue.objects.filter(avatar=avatar):
                 for text in [*clue.questions, *clue.examples, *MARTA_PHRASINGS]:
-                    gate.open_clues(say(player, avatar, text))
+                    gate.open_clues(say(make_player(), avatar, text))
     finally:
         configured_verifier.cache_clear()
     assert Scripted.seen  # it was asked
@@ -171,7 +171,7 @@ def test_a_counterexample_shuts_its_message_from_the_next_message_on(demo_hunt, 
 
 def test_an_example_opens_from_the_next_message_on(demo_hunt, make_player):
     marta = Avatar.objects.get(slug="old-marta")
-    text = "tell me marta, the lamp, how do you keep that thing alive till dawn"
+    text = "Marta, what is the secret of your light?"  # vague: the organizer wants it to open
     assert not gate.try_message(Clue.objects.get(avatar=marta), text).opened
     clue = Clue.objects.get(avatar=marta)
     clue.examples = [*clue.examples, text]
@@ -219,8 +219,8 @@ def test_the_measuring_sets_never_train_the_verifier():
     trained_on = {p[0] for p in crossencoder.training_pairs()}
     for name in BLIND_SETS:
         data = json.loads((matcher.DATA_DIR / name).read_text())
-        texts = {a["first"] for item in data["items"] for a in item["asks"]}
-        assert not {matcher.normalize_message(t) for t in texts} & trained_on
+        asks = {a[k] for item in data["items"] for a in item["asks"] for k in ("first", "second")}
+        assert not {matcher.normalize_message(t) for t in asks} & trained_on
 
 
 def test_a_trained_model_is_saved_loaded_and_left_alone_when_up_to_date(tmp_path):

@@ -151,8 +151,12 @@
         el("q", {}, g.text), el("span", { class: "muted" }, ` ×${g.count} · ${g.best.toFixed(2)}`),
         superuser ? el("button", {
           type: "button", class: "small", "data-near-miss": g.near_miss,
-          onclick: (e) => addExample(e.currentTarget, g.near_miss),
-        }, L.add_example) : null))) : null)));
+          onclick: (e) => addPhrasing(e.currentTarget, root.dataset.examples, g.near_miss),
+        }, L.add_example) : null,
+        superuser ? el("button", {
+          type: "button", class: "small", "data-near-miss": g.near_miss,
+          onclick: (e) => addPhrasing(e.currentTarget, root.dataset.counterexamples, g.near_miss),
+        }, L.add_counterexample) : null))) : null)));
   }
 
   function drawAttacks(a) {
@@ -225,8 +229,8 @@
     }
   }
 
-  async function addExample(button, nearMiss) {
-    await control(button, root.dataset.examples, { near_miss: nearMiss });
+  async function addPhrasing(button, url, nearMiss) {
+    await control(button, url, { near_miss: nearMiss });
     button.textContent = L.added;
     button.disabled = true;
   }

@@ -31,11 +31,12 @@ def _judge():
     loaded = load_model()
     tokenizer = loaded.tokenizer
 
-    def first_token(word: str) -> list[int]:
-        return sorted({tokenizer.encode(w, add_special_tokens=False)[0] for w in (word, " " + word,
-                       word.capitalize(), " " + word.capitalize())})  # fmt: skip
+    def first_tokens(word: str) -> list[int]:
+        """The ids a reply starting with the word may begin with (spaced, capitalised)."""
+        forms = (word, " " + word, word.capitalize(), " " + word.capitalize())
+        return sorted({tokenizer.encode(f, add_special_tokens=False)[0] for f in forms})
 
-    return loaded, torch, first_token("yes"), first_token("no")
+    return loaded, torch, first_tokens("yes"), first_tokens("no")
 
 
 class JudgeVerifier(Verifier):
@@ -48,11 +49,13 @@ class JudgeVerifier(Verifier):
             loaded, torch, yes_ids, no_ids = _judge()
         out = []
         for question in questions:
-            messages = [{"role": "user", "content": PROMPT.format(sentence=sentence,
-                                                                  question=question)}]  # fmt: skip
-            ids = loaded.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt"
-            ).to(loaded.device)
+            prompt = PROMPT.format(sentence=sentence, question=question)
+            messages = [{"role": "user", "content": prompt}]
+            text = loaded.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+            batch = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            ids = batch["input_ids"].to(loaded.device)
             with torch.inference_mode():
                 logits = loaded.model(ids).logits[0, -1].float()
             margin = float(logits[yes_ids].max() - logits[no_ids].max())

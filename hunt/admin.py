@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from hunt.bip39 import bip39_words
+from hunt.matcher import ClueSpec, default_params
 from hunt.models import ApiToken, Claim, Clue, Discovery, Hunt, Player, SeedWord, guarded_words_in
 
 
@@ -255,7 +256,37 @@ class ClueInline(SuperusersEdit, admin.StackedInline):
     form = ClueForm
     extra = 0
     autocomplete_fields = ["word"]
-    readonly_fields = ["gate_playground"]
+    readonly_fields = ["operating_point", "gate_playground"]
+
+    @admin.display(description=_("operating point"))
+    def operating_point(self, obj):
+        """The threshold the gate uses for this clue, where it comes from, and what the
+        calibration from the clue's examples and counterexamples gave."""
+        default = default_params().threshold
+        used = ClueSpec.of(obj).threshold if obj.pk else None
+        sources = {
+            "clue": _("set by hand"),
+            "calibrated": _("calibrated"),
+            "default": _("default"),
+        }
+        line = _("%(threshold).3f (%(source)s)") % {
+            "threshold": used if used is not None else default,
+            "source": sources[obj.threshold_source()],
+        }
+        calibration = obj.calibration or {}
+        if not calibration:
+            return line
+        return _(
+            "%(line)s. Calibrated at %(point).3f: %(opened)d of %(examples)d examples open, "
+            "%(unlocked)d of %(counter)d counterexamples open."
+        ) % {
+            "line": line,
+            "point": calibration["threshold"],
+            "opened": calibration["examples"][0],
+            "examples": calibration["examples"][1],
+            "unlocked": calibration["counterexamples"][0],
+            "counter": calibration["counterexamples"][1],
+        }
 
     @admin.display(description=_("gate playground"))
     def gate_playground(self, obj):

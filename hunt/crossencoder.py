@@ -17,7 +17,7 @@ import json
 import random
 import threading
 from collections.abc import Callable, Sequence
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 from django.conf import settings
@@ -27,14 +27,23 @@ from hunt.matcher import DATA_DIR
 
 # Sets of clue-like items (questions, paraphrases that must open, near misses that must not)
 # the verifier learns from. holdout2.json and the blind_*.json sets measure it: never here.
-TRAINING_SETS = ("tuning.json", "holdout.json", "train_a.json", "train_b.json")
+TRAINING_SETS = (
+    "tuning.json",
+    "holdout.json",
+    "train_a.json",
+    "train_b.json",
+    "train_c.json",
+    "train_d.json",
+    "train_e.json",
+    "train_f.json",
+)
 RECIPE = {
-    "epochs": 3,
+    "epochs": 2,
     "batch": 32,
     "learning_rate": 3e-5,
     "max_length": 96,
     "seed": 0,
-    "freeze_embeddings": False,
+    "freeze_embeddings": True,  # the word vectors stay the packaged ones: faster, no worse
 }
 META = "meta.json"
 HEAD = "head.safetensors"
@@ -46,16 +55,35 @@ def model_dir() -> Path:
     return Path(settings.GATE_VERIFIER_DIR)
 
 
+# Messages that name a clue's topic and ask nothing of it: players send many ("tell me about
+# the lamp"), and the written sets have few. One per keyword of each item is a negative.
+TOPIC_ONLY = (
+    "tell me a story about the {}",
+    "what do you think of the {}?",
+    "i like the {}",
+    "describe the {} for me",
+    "do you have a {}?",
+)
+
+
 def training_pairs(sets: Sequence[str] = TRAINING_SETS) -> list[tuple[str, str, int]]:
-    """(sentence, right question, 1 if it asks the same) for every paraphrase and near miss of
-    the training sets, against each right question of its item."""
+    """(sentence, anchor, 1 if it asks the same) for the training sets' items: every paraphrase
+    and near miss against each right question, and against another paraphrase of the item (in
+    play the anchors are the questions and the organizer's examples, which are paraphrases);
+    and topic-only messages (TOPIC_ONLY) against the questions."""
+    rng = random.Random(RECIPE["seed"])
     pairs = []
     for name in sets:
         for item in json.loads((DATA_DIR / name).read_text())["items"]:
-            for question in item["questions"]:
-                q = normalize_message(question)
-                pairs += [(normalize_message(t), q, 1) for t in item["paraphrases"]]
-                pairs += [(normalize_message(t), q, 0) for t in item["near_misses"]]
+            paraphrases = [normalize_message(t) for t in item["paraphrases"]]
+            misses = [normalize_message(t) for t in item["near_misses"]]
+            topical = [rng.choice(TOPIC_ONLY).format(k.lower()) for k in item.get("keywords", [])]
+            for question in map(normalize_message, item["questions"]):
+                pairs += [(t, question, 1) for t in paraphrases]
+                pairs += [(t, question, 0) for t in misses + topical]
+            for i, text in enumerate(paraphrases):
+                pairs.append((text, rng.choice(paraphrases[:i] + paraphrases[i + 1 :]), 1))
+            pairs += [(text, rng.choice(paraphrases), 0) for text in misses]
     return pairs
 
 
@@ -144,7 +172,6 @@ def train(
             "pairs": len(pairs), "recipe": RECIPE, "steps": steps}  # fmt: skip
     (folder / META).write_text(json.dumps(meta, indent=1) + "\n")
     _load.cache_clear()
-    _probabilities.cache_clear()
     return meta
 
 
@@ -169,14 +196,8 @@ def available(folder: Path | None = None) -> bool:
 def probabilities(sentence: str, questions: Sequence[str], folder: Path | None = None) -> list:
     """For each question, the probability that `sentence` asks the same thing (one forward
     pass for all of them). Texts are normalised as in training."""
-    return list(_probabilities(sentence, tuple(questions), str(folder or model_dir())))
-
-
-@lru_cache(maxsize=4096)
-def _probabilities(sentence: str, questions: tuple[str, ...], folder: str) -> tuple:
-    """Cached: a clue's calibration asks the same close calls at every threshold it tries."""
     with _lock:  # one load even when the first turns arrive together
-        tokenizer, encoder, head, torch = _load(folder)
+        tokenizer, encoder, head, torch = _load(str(folder or model_dir()))
     sentence = normalize_message(sentence)
     with torch.inference_mode():
         batch = tokenizer(
@@ -188,4 +209,4 @@ def _probabilities(sentence: str, questions: tuple[str, ...], folder: str) -> tu
             max_length=RECIPE["max_length"],
         )
         logits = head(_pooled(encoder, batch, torch))[:, 0]
-        return tuple(torch.sigmoid(logits).tolist())
+        return torch.sigmoid(logits).tolist()

@@ -31,6 +31,9 @@ def params_of(params: Params) -> dict:
         "drop_penalty": params.drop_penalty,
         "verify_below": params.verify_below,
         "verify_above": params.verify_above,
+        "overridable": sorted(params.overridable),
+        "override_at": params.override_at,
+        "verify_max_words": params.verify_max_words,
     }
 
 

@@ -38,6 +38,7 @@ from hunt.questions import (
     correct_spelling,
     has_keyword,
     kind_relation,
+    leans_on_before,
     question_kinds,
     resolve_pronoun,
     stem,
@@ -59,6 +60,7 @@ MAX_LIST_SEPARATORS = 3  # a window with more commas/semicolons/slashes/"or" is 
 MAX_WH_WORDS = 3  # a window with more question words is a list of questions
 KEYWORD_SHARE = 0.5  # a window whose words are mostly keywords is a keyword list
 NEAR_BAND = 0.1  # a score this close under the threshold is a near miss
+COPY_SIMILARITY = 0.9  # a window this similar to a counterexample is a copy of it (typos, case)
 
 
 # Parameters -------------------------------------------------------------------------------------
@@ -76,6 +78,9 @@ class Params:
     # Checks whose block a verifier may overrule on a close call, when it is this sure (0-1).
     overridable: frozenset[str] = frozenset()
     override_at: float = 1.0
+    # A longer message is decided by the first stage alone: players ask in a few words, and
+    # the verifier learnt from questions, not from pages of instructions (0: no limit).
+    verify_max_words: int = 0
     without: frozenset[str] = frozenset()  # names of checks switched off (for measuring them)
 
     def checks(self, stage: type[Check]) -> list:
@@ -95,6 +100,9 @@ def default_params() -> Params:
         drop_penalty=float(data["drop_penalty"]),
         verify_below=float(data["verify_below"]),
         verify_above=float(data["verify_above"]),
+        overridable=frozenset(data["overridable"]),
+        override_at=float(data["override_at"]),
+        verify_max_words=int(data["verify_max_words"]),
     )
 
 
@@ -167,6 +175,9 @@ class Analysis:
     windows: list[str] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)  # window index -> the check
     scores: list[dict[object, WindowScore]] = field(default_factory=list)
+    # A follow-up window (the earlier message's sentence with this one's) asks what this
+    # one's sentence asks: window -> that sentence, whose kind of question the checks read.
+    asking: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -328,8 +339,10 @@ class Keyword(ClueCheck):
 
 
 class Counterexample(ClueCheck):
-    """A window closer to one of the clue's counterexamples than to any of its right questions
-    and examples asks what the organizer said must not open it."""
+    """A window that is all but a copy of one of the clue's counterexamples (COPY_SIMILARITY),
+    and closer to it than to any right question or example, asks what the organizer said must
+    not open the clue. Only near copies: a counterexample one word away from the right question
+    is about as close to every paraphrase as the question is."""
 
     name = "counterexample"
 
@@ -340,7 +353,8 @@ class Counterexample(ClueCheck):
         def nearest(texts) -> float:
             return max(float(np.dot(window.vector, embed(normalize_message(t)))) for t in texts)
 
-        return nearest(clue.counterexamples) >= nearest(clue.questions)
+        against = nearest(clue.counterexamples)
+        return against >= COPY_SIMILARITY and against >= nearest(clue.questions)
 
 
 class OneClueAWindow(OneClueCheck):
@@ -410,9 +424,10 @@ def analyse(
     """Scores a message against clues (see module doc); thresholds are applied by `decide`.
 
     `context` is the player's message before this one: its last sentence may tell what this
-    one's pronoun stands for ("I saw your lamp up there." then "what keeps it going?"). Only
-    that reading is added as a window: the earlier message is never scored again, alone or
-    joined to this one, and the checks on a whole message look at this message only."""
+    one's pronoun stands for ("I saw your lamp up there." then "what keeps it going?"). When
+    this message's first sentence leans on it (a pronoun), two windows are added: the pronoun
+    read as the earlier keyword, and the two sentences together. The earlier message is never
+    scored alone, and the checks on a whole message look at this message only."""
     params = params or default_params()
     vocabulary = vocabulary if vocabulary is not None else vocabulary_of(clues)
     normalized = normalize_message(text)
@@ -427,10 +442,12 @@ def analyse(
     keyword_stems = stems_of(k for c in clues for k in c.keywords)
     analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
     before = split_sentences(correct_spelling(normalize_message(context), vocabulary))
-    if before and sentences:
-        follow_up = resolve_pronoun(before[-1], sentences[0], keyword_stems)
-        if follow_up and follow_up not in analysis.windows:
-            analysis.windows.append(follow_up)
+    if before and sentences and leans_on_before(sentences[0]):
+        resolved = resolve_pronoun(before[-1], sentences[0], keyword_stems)
+        for follow_up in (resolved, f"{before[-1]} {sentences[0]}"):
+            if follow_up and follow_up not in analysis.windows:
+                analysis.windows.append(follow_up)
+                analysis.asking[follow_up] = sentences[0]
     # What does not depend on the window, once per message rather than once per window.
     window_checks, clue_checks = params.checks(WindowCheck), params.checks(ClueCheck)
     question_checks = params.checks(QuestionCheck)
@@ -439,8 +456,9 @@ def analyse(
         for clue in clues
     }
     for i, text_ in enumerate(analysis.windows):
-        kinds = question_kinds(text_)
-        window = Window(text_, words_of(text_), kinds, asks_yes_or_no(text_, kinds), keyword_stems)
+        asks = analysis.asking.get(text_, text_)
+        kinds = question_kinds(asks)
+        window = Window(text_, words_of(text_), kinds, asks_yes_or_no(asks, kinds), keyword_stems)
         skipped = next((c.name for c in window_checks if c.skips(window)), None)
         if skipped:
             analysis.skipped[i] = skipped
@@ -484,6 +502,8 @@ def decide(
     near: set[object] = set()
     best: dict[object, float] = {}
     verdicts: dict[object, Verdict] = {}
+    if params.verify_max_words and len(words_of(analysis.text)) > params.verify_max_words:
+        verifier = None
     refused = ""
     for window, row in zip(analysis.windows, analysis.scores, strict=True):
         for key, s in row.items():

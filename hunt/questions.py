@@ -358,6 +358,14 @@ def windows_of(sentences: Sequence[str], keyword_stems: frozenset[str] = frozens
     return [*sentences, *pairs, *resolved]
 
 
+# Words with which a message leans on the one before it ("what's its name?", "why is that?").
+_LEANS = re.compile(r"\b(?:it|its|they|them|their|he|him|his|she|her|that|this|one)\b")
+
+
+def leans_on_before(sentence: str) -> bool:
+    return bool(_LEANS.search(sentence))
+
+
 def resolve_pronoun(before: str, sentence: str, keyword_stems: frozenset[str]) -> str | None:
     """`sentence` with its pronoun replaced by the last keyword named in `before`, or None
     when it names a keyword itself or has no pronoun for one."""

@@ -29,6 +29,8 @@ from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
+REMEMBERED = 4096  # verdicts a verifier keeps
+
 VERIFIERS = {
     "cross": "hunt.verifiers.CrossEncoderVerifier",
     "judge": "avatars.judge.JudgeVerifier",
@@ -49,14 +51,26 @@ class Verifier:
     yes_at = 0.5  # a score from here up is a yes
     no_under = 0.5  # a score under this is a no; between the two, unsure
 
+    def __init__(self):
+        self._remembered: dict[tuple[str, tuple[str, ...]], Verdict] = {}
+
     def scores(self, sentence: str, questions: Sequence[str]) -> list[float]:
         """For each question, the confidence (0 to 1) that `sentence` asks the same thing."""
         raise NotImplementedError
 
     def verify(self, sentence: str, questions: Sequence[str]) -> Verdict:
-        """The verdict on the question the sentence is closest to."""
+        """The verdict on the question the sentence is closest to. Kept (up to REMEMBERED):
+        a clue's calibration asks the same close calls at every threshold it tries."""
         if not questions:
             return Verdict("no", 0.0)
+        key = (sentence, tuple(questions))
+        if key not in self._remembered:
+            if len(self._remembered) >= REMEMBERED:
+                self._remembered.clear()
+            self._remembered[key] = self._verify(sentence, questions)
+        return self._remembered[key]
+
+    def _verify(self, sentence: str, questions: Sequence[str]) -> Verdict:
         score, question = max(zip(self.scores(sentence, questions), questions, strict=True))
         if score >= self.yes_at:
             answer = "yes"
@@ -68,9 +82,12 @@ class Verifier:
 
 
 class CrossEncoderVerifier(Verifier):
+    """Never unsure: its probability decides the whole band. Chosen on holdout2.json with the
+    attack corpora (hunt/gate_data/params.json): an unsure middle left to the first stage cost
+    false unlocks and earned little recall."""
+
     name = "cross"
-    yes_at = 0.7
-    no_under = 0.3
+    yes_at = no_under = 0.65
 
     def scores(self, sentence, questions):
         from hunt import crossencoder

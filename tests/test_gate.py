@@ -593,6 +593,7 @@ def test_the_reply_guard_lets_this_turns_word_through(demo_hunt, make_player):
 LAMP = matcher.ClueSpec(1, ("What keeps the lighthouse lamp burning at night?",), ("lamp",))
 LAMP_AT_ALL = matcher.ClueSpec(2, ("What keeps the lighthouse lamp burning?",), ("lamp",))
 BRIDGE = matcher.ClueSpec(3, ("Who built the old stone bridge?",), ("bridge",))
+YOUR_LAMP = "What keeps your lamp burning at night?"
 CHECK_CASES = {
     "sentences": ("Hi. Calm sea. Boats. Ferry. Gulls. Why? What keeps the lamp burning?", [LAMP]),
     "questions": ("Hm? Really? Why? What keeps the lighthouse lamp burning at night?", [LAMP]),
@@ -604,8 +605,7 @@ CHECK_CASES = {
     "yes_no": ("Is the lighthouse lamp burning at night?", [LAMP]),
     "contrast": ("What keeps the lighthouse lamp burning in the day?", [LAMP]),
     "keyword": ("What keeps the lighthouse light burning at night?", [LAMP]),
-    "counterexample": ("What keeps your lamp burning at night?",
-                       [replace(LAMP, counterexamples=("What keeps your lamp burning at night?",))]),
+    "counterexample": (YOUR_LAMP, [replace(LAMP, counterexamples=(YOUR_LAMP,))]),
     "ambiguous": ("What keeps the lighthouse lamp burning at night?", [LAMP, LAMP_AT_ALL]),
     "several": ("What keeps the lighthouse lamp burning at night? Who built the old stone bridge?",
                 [LAMP, BRIDGE]),

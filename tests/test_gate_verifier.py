@@ -14,7 +14,8 @@ from django.core.management import call_command
 
 from avatars.models import Avatar, Conversation, Message
 from hunt import crossencoder, gate, matcher
-from hunt.gate_eval import CALIBRATION_RANGE
+from hunt.gate_eval import CALIBRATION_RANGE, measure_clue
+from hunt.leaks import normalize_message, words_of
 from hunt.management.commands.bench_gate import BLIND_SETS
 from hunt.models import Clue, Discovery, NearMiss
 from hunt.verifiers import Verifier, configured_verifier
@@ -91,10 +92,17 @@ def test_an_unsure_verifier_leaves_the_first_stage_to_decide():
     assert opened(OVER, scripted(0.5)) == LAMP.key
 
 
-def test_far_from_the_threshold_the_verifier_is_not_asked():
+def test_far_under_the_threshold_the_verifier_is_not_asked():
     Scripted.seen = []
-    assert opened(LAMP.questions[0], scripted(0.0)) == LAMP.key  # scores 1.0: over the band
-    assert opened("How old is your cat?", scripted(1.0)) is None  # far under it
+    assert opened("How old is your cat?", scripted(1.0)) is None
+    assert Scripted.seen == []
+
+
+def test_a_long_message_is_left_to_the_first_stage():
+    Scripted.seen = []
+    padding = " ".join(["I have walked a long way along the cliffs to see you today."] * 3)
+    assert opened(f"{padding} {UNDER}", scripted(1.0)) is None
+    assert opened(f"{padding} {OVER}", scripted(0.0)) == LAMP.key
     assert Scripted.seen == []
 
 
@@ -203,11 +211,14 @@ def test_importing_a_hunt_calibrates_each_clue_and_a_hand_set_threshold_wins(dem
     assert clue.threshold_source() == "clue" and matcher.ClueSpec.of(clue).threshold == 0.9
 
 
-def test_calibration_opens_the_examples_and_keeps_the_counterexamples_shut(demo_hunt):
-    for clue in Clue.objects.filter(word__hunt=demo_hunt):
-        opened_examples, examples = clue.calibration["examples"]
-        unlocked, _counterexamples = clue.calibration["counterexamples"]
-        assert (unlocked, opened_examples) == (0, examples), clue
+def test_calibration_keeps_counterexamples_shut_and_reports_what_the_gate_does(demo_hunt):
+    verifier = configured_verifier()
+    for clue in Clue.objects.filter(word__hunt=demo_hunt).select_related("avatar"):
+        clues = list(Clue.objects.filter(avatar=clue.avatar))
+        names = frozenset(words_of(normalize_message(clue.avatar.name)))
+        examples, counter = measure_clue(clue, clues, names, verifier=verifier)
+        assert clue.calibration["examples"] == [examples.opened, examples.positives], clue
+        assert clue.calibration["counterexamples"] == [0, counter.negatives], clue
 
 
 # Training ------------------------------------------------------------------------------------
@@ -216,11 +227,9 @@ def test_calibration_opens_the_examples_and_keeps_the_counterexamples_shut(demo_
 def test_the_measuring_sets_never_train_the_verifier():
     measuring = {"holdout2.json", *BLIND_SETS}
     assert not measuring & set(crossencoder.TRAINING_SETS)
-    trained_on = {p[0] for p in crossencoder.training_pairs()}
-    for name in BLIND_SETS:
-        data = json.loads((matcher.DATA_DIR / name).read_text())
-        asks = {a[k] for item in data["items"] for a in item["asks"] for k in ("first", "second")}
-        assert not {matcher.normalize_message(t) for t in asks} & trained_on
+    for name in measuring:
+        about = json.loads((matcher.DATA_DIR / name).read_text())["about"]
+        assert "never used for training" in about.lower(), name
 
 
 def test_a_trained_model_is_saved_loaded_and_left_alone_when_up_to_date(tmp_path):

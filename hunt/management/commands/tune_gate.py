@@ -91,18 +91,20 @@ class Command(BaseCommand):
             self.measure_checks(data, holdout, attacks, without)
             return
         items = load_tuning_items(data)
+        tuned = default_params()
         scenes = item_scenes(items)
         labelled = list(labelled_texts(items))
         best = None
         curves: dict[tuple[float, float], list[tuple[float, Rates]]] = {}
         for penalty, drop in itertools.product(PENALTIES, DROP_PENALTIES):
-            params = Params(threshold=0.0, type_penalty=penalty, drop_penalty=drop)
+            # The first stage alone is tuned here; the verifier's band is kept as it is.
+            params = replace(tuned, threshold=0.0, type_penalty=penalty, drop_penalty=drop)
             analyses = [
                 (text, expected, analyse(text, clues, vocabulary, params), clues)
                 for text, expected, clues, vocabulary in labelled
             ]
             for threshold in THRESHOLDS:
-                at = Params(threshold=threshold, type_penalty=penalty, drop_penalty=drop)
+                at = replace(params, threshold=threshold)
                 rates = Rates()
                 for text, expected, analysis, clues in analyses:
                     rates.add(text, expected, decide(analysis, clues, at))

@@ -87,7 +87,7 @@ class CrossEncoderVerifier(Verifier):
     false unlocks and earned little recall."""
 
     name = "cross"
-    yes_at = no_under = 0.65
+    yes_at = no_under = 0.7
 
     def scores(self, sentence, questions):
         from hunt import crossencoder

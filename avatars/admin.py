@@ -33,7 +33,6 @@ from django.utils.translation import gettext_lazy as _
 from avatars.models import Avatar, Conversation, Feedback, Message
 from avatars.studio import is_organizer
 from hunt.admin import ClueInline, PhrasingForm, TrialForm
-from hunt.gate import add_phrasing, calibrate_clues, try_message
 from hunt.models import Clue
 
 
@@ -98,6 +97,8 @@ class AvatarAdmin(admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         if any(formset.model is Clue and formset.has_changed() for formset in formsets):
             # One clue's anchors change what the others' examples open: all are recalibrated.
+            from hunt.gate import calibrate_clues  # numpy: loaded when the gate is used only
+
             avatar_id = form.instance.pk
             transaction.on_commit(lambda: calibrate_clues(avatar_id))
 
@@ -117,6 +118,8 @@ class AvatarAdmin(admin.ModelAdmin):
         # clue's thresholds and examples do (hunt/admin.py).
         if not ClueInline(Avatar, self.admin_site).has_change_permission(request):
             raise PermissionDenied
+        from hunt.gate import add_phrasing, try_message  # numpy: loaded when the gate is used
+
         clues = Clue.objects.select_related("avatar", "word")
         clue = get_object_or_404(clues, pk=clue_id, avatar=avatar_id)
         if request.method == "POST":

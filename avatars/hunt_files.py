@@ -23,7 +23,6 @@ from django.utils.dateparse import parse_datetime
 
 from avatars.models import Avatar
 from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
-from hunt.gate import calibrate_clues
 from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, SeedWord, guarded_words_in
 
 FORMAT = "lostwallet.hunt/1"
@@ -357,6 +356,9 @@ def import_hunt_document(doc: dict) -> Hunt:
 
 def calibrate_hunt(hunt: Hunt) -> None:
     """Calibrates the operating point of every clue of the hunt (hunt.gate.calibrate_clues)."""
+    # Here, not at the top: the gate's matcher loads numpy, which the web tier does without.
+    from hunt.gate import calibrate_clues
+
     for avatar_id in (
         Avatar.objects.filter(hunt=hunt, clues__isnull=False)
         .values_list("pk", flat=True)

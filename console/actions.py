@@ -13,7 +13,6 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from hunt.gate import add_phrasing
 from hunt.models import Announcement, Clue, Hunt, Incident, NearMiss, Player
 from lostwallet.wire import announcement_frame, hunt_players_group
 
@@ -78,14 +77,16 @@ def add_example(hunt: Hunt, near_miss_id: int) -> Clue:
 
 
 def add_counterexample(hunt: Hunt, near_miss_id: int) -> Clue:
-    """Adds a near miss's message to its clue's counterexamples: phrasings the clue's
-    calibrated operating point keeps shut."""
+    """Adds a near miss's message to its clue's counterexamples: a message that is a near copy
+    of one stays shut from the next message on (hunt.matcher.Counterexample)."""
     return _add_near_miss(hunt, near_miss_id, "counterexamples")
 
 
 def _add_near_miss(hunt: Hunt, near_miss_id: int, kind: str) -> Clue:
     """Both add the message through hunt.gate.add_phrasing, which recalibrates the avatar's
     clues once committed."""
+    from hunt.gate import add_phrasing  # numpy: loaded when the gate is used only
+
     near = (
         NearMiss.objects.filter(pk=near_miss_id, hunt=hunt, message__isnull=False)
         .select_related("message")

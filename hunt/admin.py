@@ -19,7 +19,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from hunt.bip39 import bip39_words
-from hunt.matcher import ClueSpec, default_params
 from hunt.models import ApiToken, Claim, Clue, Discovery, Hunt, Player, SeedWord, guarded_words_in
 
 
@@ -262,6 +261,8 @@ class ClueInline(SuperusersEdit, admin.StackedInline):
     def operating_point(self, obj):
         """The threshold the gate uses for this clue, where it comes from, and what the
         calibration from the clue's examples and counterexamples gave."""
+        from hunt.matcher import ClueSpec, default_params  # numpy: only where clues are shown
+
         default = default_params().threshold
         used = ClueSpec.of(obj).threshold if obj.pk else None
         sources = {

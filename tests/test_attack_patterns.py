@@ -205,7 +205,11 @@ def hunt_texts() -> list[str]:
                 texts += clue.get(key, [])
     for path in sorted(GATE_DATA.glob("*.json")):
         for item in json.loads(path.read_text()).get("items", []):
-            texts += item["questions"] + item["paraphrases"] + item["near_misses"]
+            if "asks" in item:  # a blind set: players' dialogues
+                texts += [ask[k] for ask in item["asks"] for k in ("first", "second")]
+                texts += [miss["text"] for miss in item["near_misses"]]
+            else:
+                texts += item["questions"] + item["paraphrases"] + item["near_misses"]
     return texts
 
 

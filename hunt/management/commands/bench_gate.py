@@ -1,8 +1,8 @@
 """Measure the clue gate's verifiers side by side on the sets that were never used to train or
 tune anything (holdout2 and the blind sets in hunt/gate_data), and on the attack corpora.
 
-    python manage.py bench_gate [--verifier none cross judge] [--attacks ../shared]
-                                [--json FILE]
+    python manage.py bench_gate [--verifier none cross judge] [--sets blind_demo.json ...]
+                                [--attacks ../shared] [--json FILE]
 
 For each verifier and set: recall on the first ask, recall within two asks (the player's second
 try after the avatar's nudge), false unlocks on realistic near misses, and the latency the
@@ -28,6 +28,7 @@ from hunt.matcher import DATA_DIR, match, vocabulary_of
 from hunt.verifiers import VERIFIERS, verifier_named
 
 BLIND_SETS = ("blind_demo.json", "blind_harbour.json")
+DEV_SET = "holdout2.json"  # where the second stage's band and cut were chosen
 
 
 class Command(BaseCommand):
@@ -37,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--verifier", nargs="+", default=["none", "cross"], choices=["none", *VERIFIERS]
         )
+        parser.add_argument(
+            "--sets", nargs="+", default=[*BLIND_SETS, DEV_SET], choices=[*BLIND_SETS, DEV_SET]
+        )
         parser.add_argument("--attacks", type=Path, help="the shared folder (attack corpora)")
         parser.add_argument(
             "--uncalibrated",
@@ -45,15 +49,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", type=Path, dest="json_path", help="write results here")
 
-    def handle(self, *args, verifier: list[str], attacks: Path | None, json_path: Path | None,
-               uncalibrated: bool, **options):  # fmt: skip
+    def handle(self, *args, verifier: list[str], sets: list[str], attacks: Path | None,
+               json_path: Path | None, uncalibrated: bool, **options):  # fmt: skip
         results = []
         for name in verifier:
             checker = verifier_named(name)
             if name != "none" and checker is None:
                 self.stderr.write(f"{name}: not available (train_gate_verifier?), skipped")
                 continue
-            for set_name in BLIND_SETS:
+            for set_name in (s for s in sets if s in BLIND_SETS):
                 data = json.loads((DATA_DIR / set_name).read_text())
                 run = measure_dialogues(data, checker, calibrated=not uncalibrated)
                 added = percentiles(run.added_ms)
@@ -68,6 +72,7 @@ class Command(BaseCommand):
                     "added_ms_p50": round(added["p50"], 1),
                     "added_ms_p95": round(added["p95"], 1),
                     "missed_first": run.first.misses,
+                    "missed_second": run.within_two.misses,
                     "false_unlock_texts": run.near.unlocks,
                 }
                 results.append(row)
@@ -78,14 +83,15 @@ class Command(BaseCommand):
                     f"({run.near.false_unlocks}/{run.near.negatives}), added "
                     f"{row['added_ms_p50']:.1f} / {row['added_ms_p95']:.1f} ms p50/p95"
                 )
-            held = measure_items(load_tuning_items(DATA_DIR / "holdout2.json"), None, checker)
-            self.stdout.write(
-                f"{name:<6} {'holdout2.json':<20} recall {held.recall:.3f}, false unlocks "
-                f"{held.false_unlock_rate:.3f}"
-            )
-            results.append({"verifier": name, "set": "holdout2.json",
-                            "first_ask": round(held.recall, 4),
-                            "false_unlocks": round(held.false_unlock_rate, 4)})  # fmt: skip
+            if DEV_SET in sets:
+                held = measure_items(load_tuning_items(DATA_DIR / DEV_SET), None, checker)
+                self.stdout.write(
+                    f"{name:<6} {DEV_SET:<20} recall {held.recall:.3f}, false unlocks "
+                    f"{held.false_unlock_rate:.3f}"
+                )
+                results.append({"verifier": name, "set": DEV_SET,
+                                "first_ask": round(held.recall, 4),
+                                "false_unlocks": round(held.false_unlock_rate, 4)})  # fmt: skip
             if attacks:
                 opened = attack_opens(attack_corpora(attacks), checker, not uncalibrated)
                 self.stdout.write(f"{name:<6} attack prompts that opened a clue: {len(opened)}")

@@ -2,7 +2,7 @@
 tune anything (holdout2 and the blind sets in hunt/gate_data), and on the attack corpora.
 
     python manage.py bench_gate [--verifier none cross judge] [--sets blind_demo.json ...]
-                                [--attacks ../shared] [--json FILE]
+                                [--per-clue N] [--attacks ../shared] [--json FILE]
 
 For each verifier and set: recall on the first ask, recall within two asks (the player's second
 try after the avatar's nudge), false unlocks on realistic near misses, and the latency the
@@ -41,6 +41,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sets", nargs="+", default=[*BLIND_SETS, DEV_SET], choices=[*BLIND_SETS, DEV_SET]
         )
+        parser.add_argument(
+            "--per-clue",
+            type=int,
+            help="only the first N asks and near misses of each clue (a sample, for a slow "
+            "verifier such as judge on a CPU)",
+        )
         parser.add_argument("--attacks", type=Path, help="the shared folder (attack corpora)")
         parser.add_argument(
             "--uncalibrated",
@@ -50,7 +56,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", type=Path, dest="json_path", help="write results here")
 
     def handle(self, *args, verifier: list[str], sets: list[str], attacks: Path | None,
-               json_path: Path | None, uncalibrated: bool, **options):  # fmt: skip
+               json_path: Path | None, uncalibrated: bool, per_clue: int | None,
+               **options):  # fmt: skip
         results = []
         for name in verifier:
             checker = verifier_named(name)
@@ -59,7 +66,9 @@ class Command(BaseCommand):
                 continue
             for set_name in (s for s in sets if s in BLIND_SETS):
                 data = json.loads((DATA_DIR / set_name).read_text())
-                run = measure_dialogues(data, checker, calibrated=not uncalibrated)
+                run = measure_dialogues(
+                    data, checker, calibrated=not uncalibrated, per_clue=per_clue
+                )
                 added = percentiles(run.added_ms)
                 row = {
                     "verifier": name,

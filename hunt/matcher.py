@@ -6,14 +6,16 @@ Pure: no database; shared by the gate (hunt/gate.py), `tune_gate` and `eval_gate
    dropped, look-alikes mapped, casefolded, spaced letters collapsed, capped), misspellings are
    corrected toward the words of the avatar's clues, and it is split into sentences. Windows are
    single sentences, pairs of neighbouring ones ("I saw your lamp. What keeps it burning?") and
-   sentences whose pronoun stands for the keyword of the one before (hunt/questions.py).
+   sentences whose pronoun stands for the keyword of the one before (hunt/questions.py); and,
+   when it leans on the player's previous message, that message's last sentence with its own.
 2. Each window is embedded (hunt/encoder.py) and compared by cosine with every anchor of every
    right question of every candidate clue, and of the clue's `examples` (more phrasings the
    organizer says must open it).
 3. The checks (CHECKS, below) refuse a whole message, skip a window, block a question or a
-   clue in a window, or refuse a window or message in which several clues pass; a window's
-   score must then reach the clue's threshold (default from hunt/gate_data/params.json).
-   So at most one clue opens per message.
+   clue in a window, or refuse a window or message in which several clues pass. A window's
+   score must then reach the clue's operating point (set by hand, calibrated, or the default
+   of hunt/gate_data/params.json); close calls, near it on either side, are decided by a
+   verifier when one is given (hunt/verifiers.py). So at most one clue opens per message.
 
 Each check is a small named object, so that one can be switched off (`Params.without`) and
 what it earns measured: `python manage.py tune_gate --without each`.

@@ -4,7 +4,7 @@ a player's sentence and one right question together and say whether they ask the
 The weights are not shipped: the recipe and its data are. `python manage.py
 train_gate_verifier` (run by `make demo` and `make test`) trains it from the gate's training
 sets in hunt/gate_data (TRAINING_SETS, below; the held-out and blind sets are never among them)
-into `GATE_VERIFIER_DIR`, about three minutes on two CPU cores, and does nothing when the folder
+into `GATE_VERIFIER_DIR` (8 to 12 minutes on two CPU cores) and does nothing when the folder
 already holds the model of the same recipe and data (`meta.json` records their hash). A bi-encoder
 compares two sentence vectors made apart; here every word of one sentence attends to every word
 of the other, which is what tells "who gave you the hat" from "who did you give the hat to".

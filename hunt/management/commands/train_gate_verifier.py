@@ -3,7 +3,7 @@
     python manage.py train_gate_verifier [--force] [--folder DIR]
 
 Does nothing when the folder already holds a model trained from the same recipe and data
-(`make demo` and `make test` call it every time). About three minutes on two CPU cores.
+(`make demo` and `make test` call it every time). 8 to 12 minutes on two CPU cores.
 """
 
 from __future__ import annotations

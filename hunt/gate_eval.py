@@ -132,25 +132,37 @@ def attack_corpora(shared: Path) -> dict[str, list[str]]:
     }
 
 
-def measure_clue(clue, clues, names: frozenset[str], threshold: float | None = None,
-                 verifier=None):  # fmt: skip
-    """Recall on the clue's examples and false unlocks on its counterexamples, with the clue's
-    threshold set to `threshold` when given."""
+def measure_clue(clue, clues, names: frozenset[str], verifier=None) -> tuple[Rates, Rates]:
+    """Recall on the clue's examples and false unlocks on its counterexamples, each measured
+    leave-one-out, at the clue's operating point."""
+    params = default_params()
+    return _rates(_left_out_cases(clue, clues, names, params), params, verifier)
 
-    def specs(leave_out: str | None = None) -> list[ClueSpec]:
-        out = [ClueSpec.of(c, leave_out=leave_out) for c in clues]
-        if threshold is None:
-            return out
-        return [replace(s, threshold=threshold) if s.key == clue.pk else s for s in out]
 
-    examples, counter = Rates(), Rates()
-    for expected, texts, rates in ((clue.pk, clue.examples, examples),
-                                   (None, clue.counterexamples, counter)):  # fmt: skip
+def _left_out_cases(clue, clues, names: frozenset[str], params: Params) -> list[tuple]:
+    """(text, the clue's key or None, analysis, specs) for each example and counterexample of
+    the clue. Leave-one-out: the text is not among the anchors (nor the counterexamples, which
+    are negative anchors) it is measured by. Scores do not depend on thresholds, so each text
+    is analysed once, whatever thresholds it is decided at (`_rates`)."""
+    cases = []
+    for expected, texts in ((clue.pk, clue.examples), (None, clue.counterexamples)):
         for text in texts:
-            # Leave-one-out: the text is not among the anchors it is measured by.
-            others = specs(leave_out=text)
-            decision = match(text, others, vocabulary_of(others), names=names, verifier=verifier)
-            rates.add(text, expected, decision)
+            others = [ClueSpec.of(c, leave_out=text) for c in clues]
+            analysis = analyse(text, others, vocabulary_of(others), params, names)
+            cases.append((text, expected, analysis, others))
+    return cases
+
+
+def _rates(cases: list[tuple], params: Params, verifier, at: tuple[object, float] | None = None):
+    """(examples, counterexamples) Rates of `_left_out_cases`; `at` is (the clue's key, a
+    threshold) to decide them with the clue at that threshold."""
+    examples, counter = Rates(), Rates()
+    for text, expected, analysis, specs in cases:
+        if at is not None:
+            key, threshold = at
+            specs = [replace(s, threshold=threshold) if s.key == key else s for s in specs]
+        rates = examples if expected is not None else counter
+        rates.add(text, expected, decide(analysis, specs, params, verifier))
     return examples, counter
 
 
@@ -166,26 +178,12 @@ def calibrate(clue, clues, names: frozenset[str], verifier=None) -> dict:
     fewest counterexamples, nearest the default among equals. What it gives is returned with
     it, for the admin to show."""
     params = default_params()
-    # Scores do not depend on thresholds: each text is analysed once, decided at each one.
-    cases = []
-    for text in clue.examples:
-        others = [ClueSpec.of(c, leave_out=text) for c in clues]
-        analysis = analyse(text, others, vocabulary_of(others), params, names)
-        cases.append((text, clue.pk, analysis, others))
-    for text in clue.counterexamples:
-        # Leave-one-out too: a counterexample is also a negative anchor (Counterexample).
-        others = [ClueSpec.of(c, leave_out=text) for c in clues]
-        analysis = analyse(text, others, vocabulary_of(others), params, names)
-        cases.append((text, None, analysis, others))
+    cases = _left_out_cases(clue, clues, names, params)
     low, high = CALIBRATION_RANGE
     best = None
     for i in range(round((high - low) / CALIBRATION_STEP) + 1):
         threshold = round(low + i * CALIBRATION_STEP, 3)
-        examples, counter = Rates(), Rates()
-        for text, expected, analysis, specs in cases:
-            at = [replace(s, threshold=threshold) if s.key == clue.pk else s for s in specs]
-            decision = decide(analysis, at, params, verifier)
-            (examples if expected is not None else counter).add(text, expected, decision)
+        examples, counter = _rates(cases, params, verifier, (clue.pk, threshold))
         rank = (
             examples.opened - COUNTEREXAMPLE_COST * counter.false_unlocks,
             -abs(threshold - params.threshold),

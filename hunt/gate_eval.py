@@ -132,6 +132,20 @@ def attack_corpora(shared: Path) -> dict[str, list[str]]:
     }
 
 
+def attack_unlocks(prompts: Sequence[str], scenes, params: Params | None = None,
+                   verifier=None) -> list[str]:  # fmt: skip
+    """ "key: prompt" for each attack prompt that opens a clue of a scene, each scene an avatar:
+    (its clues, the words of its name)."""
+    opened = []
+    for clues, names in scenes:
+        vocabulary = vocabulary_of(clues)
+        for prompt in prompts:
+            key = match(prompt, clues, vocabulary, params, names, verifier).opened
+            if key is not None:
+                opened.append(f"{key}: {prompt[:80]}")
+    return opened
+
+
 def measure_clue(clue, clues, names: frozenset[str], verifier=None) -> tuple[Rates, Rates]:
     """Recall on the clue's examples and false unlocks on its counterexamples, each measured
     leave-one-out, at the clue's operating point."""

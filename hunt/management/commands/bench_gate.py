@@ -18,13 +18,14 @@ from django.core.management.base import BaseCommand
 
 from hunt.gate_eval import (
     attack_corpora,
+    attack_unlocks,
     blind_scenes,
     load_tuning_items,
     measure_dialogues,
     measure_items,
 )
 from hunt.management.commands.bench_leaderboard import percentiles
-from hunt.matcher import DATA_DIR, match, vocabulary_of
+from hunt.matcher import DATA_DIR
 from hunt.verifiers import VERIFIERS, verifier_named
 
 BLIND_SETS = ("blind_demo.json", "blind_harbour.json")
@@ -65,9 +66,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: not available (train_gate_verifier?), skipped")
                 continue
             for set_name in (s for s in sets if s in BLIND_SETS):
-                data = json.loads((DATA_DIR / set_name).read_text())
                 run = measure_dialogues(
-                    data, checker, calibrated=not uncalibrated, per_clue=per_clue
+                    blind_set(set_name), checker, calibrated=not uncalibrated, per_clue=per_clue
                 )
                 added = percentiles(run.added_ms)
                 row = {
@@ -102,7 +102,16 @@ class Command(BaseCommand):
                                 "first_ask": round(held.recall, 4),
                                 "false_unlocks": round(held.false_unlock_rate, 4)})  # fmt: skip
             if attacks:
-                opened = attack_opens(attack_corpora(attacks), checker, not uncalibrated)
+                prompts = [p for corpus in attack_corpora(attacks).values() for p in corpus]
+                opened = [
+                    f"{set_name} {line}"
+                    for set_name in BLIND_SETS
+                    for line in attack_unlocks(
+                        prompts,
+                        blind_scenes(blind_set(set_name), checker, not uncalibrated),
+                        verifier=checker,
+                    )
+                ]
                 self.stdout.write(f"{name:<6} attack prompts that opened a clue: {len(opened)}")
                 for line in opened:
                     self.stdout.write(f"  UNLOCK {line}")
@@ -112,16 +121,6 @@ class Command(BaseCommand):
             self.stdout.write(f"wrote {json_path}")
 
 
-def attack_opens(corpora: dict[str, list[str]], checker, calibrated: bool) -> list[str]:
-    """ "set clue: prompt" for each attack prompt that opens a clue of a blind set's avatar."""
-    opened = []
-    for set_name in BLIND_SETS:
-        data = json.loads((DATA_DIR / set_name).read_text())
-        for clues, names in blind_scenes(data, checker, calibrated):
-            vocabulary = vocabulary_of(clues)
-            for prompts in corpora.values():
-                for prompt in prompts:
-                    key = match(prompt, clues, vocabulary, names=names, verifier=checker).opened
-                    if key:
-                        opened.append(f"{set_name} {key}: {prompt[:80]}")
-    return opened
+def blind_set(name: str) -> dict:
+    """A blind set of hunt/gate_data: its hunt, and its asks and near misses per clue."""
+    return json.loads((DATA_DIR / name).read_text())

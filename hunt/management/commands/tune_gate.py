@@ -33,6 +33,7 @@ from django.core.management.base import BaseCommand
 from hunt.gate_eval import (
     Rates,
     attack_corpora,
+    attack_unlocks,
     item_scenes,
     labelled_texts,
     load_tuning_items,
@@ -43,12 +44,9 @@ from hunt.matcher import (
     CHECKS,
     DATA_DIR,
     PARAMS_FILE,
-    Params,
     analyse,
     decide,
     default_params,
-    match,
-    vocabulary_of,
 )
 
 PENALTIES = (0.05, 0.1, 0.15, 0.2)
@@ -92,7 +90,8 @@ class Command(BaseCommand):
             return
         items = load_tuning_items(data)
         tuned = default_params()
-        scenes = item_scenes(items)
+        # Avatars for the attack prompts: each scene's clues; the items name no avatar.
+        scenes = [(clues, frozenset()) for clues in item_scenes(items).values()]
         labelled = list(labelled_texts(items))
         best = None
         curves: dict[tuple[float, float], list[tuple[float, Rates]]] = {}
@@ -184,7 +183,7 @@ class Command(BaseCommand):
         prompts = (
             [p for corpus in attack_corpora(attacks).values() for p in corpus] if attacks else []
         )
-        scenes = item_scenes(sets[data.name])
+        scenes = [(clues, frozenset()) for clues in item_scenes(sets[data.name]).values()]
         tuned = default_params()
         header = "".join(f"{name:>26}" for name in sets) + ("   attacks" if attacks else "")
         self.stdout.write(f"{'switched off':<18}{header}")
@@ -208,13 +207,3 @@ class Command(BaseCommand):
             f"recall {rates.recall:.3f} ({rates.opened}/{rates.positives}), false unlocks "
             f"{rates.false_unlock_rate:.3f} ({rates.false_unlocks}/{rates.negatives})"
         )
-
-
-def attack_unlocks(prompts: list[str], scenes: dict, params: Params) -> list[str]:
-    """ "key: prompt" for each attack prompt that opens a clue of a scene."""
-    return [
-        f"{key}: {prompt[:80]}"
-        for clues in scenes.values()
-        for prompt in prompts
-        if (key := match(prompt, clues, vocabulary_of(clues), params).opened)
-    ]

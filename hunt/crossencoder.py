@@ -22,6 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from hunt.encoder import mean_pooled
 from hunt.leaks import normalize_message
 from hunt.matcher import DATA_DIR
 
@@ -102,12 +103,6 @@ def trained_meta(folder: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _pooled(encoder, batch, torch):
-    hidden = encoder(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
 def train(
     folder: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
@@ -154,7 +149,7 @@ def train(
                 truncation=True,
                 max_length=RECIPE["max_length"],
             )
-            logits = head(_pooled(encoder, batch, torch))[:, 0]
+            logits = head(mean_pooled(encoder, batch))[:, 0]
             labels = torch.tensor([float(p[2]) for p in chunk])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
             optimizer.zero_grad()
@@ -208,5 +203,5 @@ def probabilities(sentence: str, questions: Sequence[str], folder: Path | None =
             truncation=True,
             max_length=RECIPE["max_length"],
         )
-        logits = head(_pooled(encoder, batch, torch))[:, 0]
+        logits = head(mean_pooled(encoder, batch))[:, 0]
         return torch.sigmoid(logits).tolist()

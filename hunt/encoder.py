@@ -51,10 +51,15 @@ def embed(text: str) -> np.ndarray:
     tokenizer, encoder, torch, _known = model()
     with torch.inference_mode():
         batch = tokenizer([text], return_tensors="pt", truncation=True, max_length=128)
-        hidden = encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        vector = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        vector = torch.nn.functional.normalize(vector, dim=-1)[0]
+        vector = torch.nn.functional.normalize(mean_pooled(encoder, batch), dim=-1)[0]
     out = vector.numpy().astype(np.float32)
     out.setflags(write=False)
     return out
+
+
+def mean_pooled(encoder, batch):
+    """The mean of the encoder's last hidden states over each text's real tokens (padding
+    left out): the packaged model's pooling, which the gate's cross-encoder keeps too."""
+    hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

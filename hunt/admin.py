@@ -263,15 +263,13 @@ class ClueInline(SuperusersEdit, admin.StackedInline):
         calibration from the clue's examples and counterexamples gave."""
         from hunt.matcher import ClueSpec, default_params  # numpy: only where clues are shown
 
-        default = default_params().threshold
-        used = ClueSpec.of(obj).threshold if obj.pk else None
         sources = {
             "clue": _("set by hand"),
             "calibrated": _("calibrated"),
             "default": _("default"),
         }
         line = _("%(threshold).3f (%(source)s)") % {
-            "threshold": used if used is not None else default,
+            "threshold": default_params().threshold_of(ClueSpec.of(obj)),
             "source": sources[obj.threshold_source()],
         }
         calibration = obj.calibration or {}

@@ -333,7 +333,7 @@ def try_message(clue: Clue, text: str, context: str = "") -> Trial:
         anchors.append(
             AnchorScore(anchor, round(top.score, 4) if top else 0.0, top.blocked if top else None)
         )
-    threshold = spec.threshold if spec.threshold is not None else params.threshold
+    threshold = params.threshold_of(spec)
     return Trial(
         clue_id=clue.pk,
         opened=decision.opened == clue.pk,

@@ -85,6 +85,11 @@ class Params:
     verify_max_words: int = 0
     without: frozenset[str] = frozenset()  # names of checks switched off (for measuring them)
 
+    def threshold_of(self, clue: ClueSpec) -> float:
+        """The clue's operating point: its own threshold (set by hand or calibrated), else
+        the default."""
+        return clue.threshold if clue.threshold is not None else self.threshold
+
     def checks(self, stage: type[Check]) -> list:
         return [c for c in CHECKS if isinstance(c, stage) and c.name not in self.without]
 
@@ -496,9 +501,7 @@ def decide(
     clue opens per message, and none when several would."""
     params = params or default_params()
     by_key = {c.key: c for c in clues}
-    thresholds = {
-        c.key: c.threshold if c.threshold is not None else params.threshold for c in clues
-    }
+    thresholds = {c.key: params.threshold_of(c) for c in clues}
     one_clue = {c.scope: c.name for c in params.checks(OneClueCheck)}
     passing: list[tuple[float, object]] = []
     near: set[object] = set()

@@ -91,7 +91,7 @@ class Command(BaseCommand):
                 row = {
                     "avatar": avatar.slug,
                     "position": clue.word.position,
-                    "threshold": ClueSpec.of(clue).threshold or default_params().threshold,
+                    "threshold": default_params().threshold_of(ClueSpec.of(clue)),
                     "threshold_source": clue.threshold_source(),
                     "examples": [examples.opened, examples.positives],
                     "missed_examples": examples.misses,

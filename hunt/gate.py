@@ -237,7 +237,7 @@ def calibrate_clues(avatar_id) -> list[Clue]:
     recorded, to show in the admin."""
     from hunt.gate_eval import calibrate
 
-    clues = list(Clue.objects.filter(avatar=avatar_id).select_related("avatar", "word"))
+    clues = list(Clue.objects.filter(avatar=avatar_id).select_related("avatar"))
     if not clues:
         return []
     names = frozenset(words_of(normalize_message(clues[0].avatar.name)))
@@ -313,7 +313,7 @@ class Trial:
 def try_message(clue: Clue, text: str, context: str = "") -> Trial:
     """The gate's decision on `text` sent to the clue's avatar, as a player with every word
     still to find would get it, explained. `context` is the message before it, if any."""
-    clues = list(Clue.objects.filter(avatar=clue.avatar_id).select_related("word"))
+    clues = list(Clue.objects.filter(avatar=clue.avatar_id))
     specs = [ClueSpec.of(c) for c in clues]
     spec = next(s for s in specs if s.key == clue.pk)
     vocabulary = vocabulary_of(specs)

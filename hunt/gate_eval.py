@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from hunt.leaks import normalize_message, words_of
 from hunt.matcher import (
     DATA_DIR,
     ClueSpec,
@@ -233,8 +234,6 @@ def blind_scenes(data: dict, verifier=None, calibrated: bool = True):
     """The hunt of a blind set as the gate sees it: per avatar, its clues (ClueSpec.of: right
     questions and examples as anchors, each at its operating point when `calibrated`, as
     organizers' saves set it) and the words of its name."""
-    from hunt.leaks import normalize_message, words_of
-
     scenes = []
     for avatar in data["hunt"]["avatars"]:
         clues = [

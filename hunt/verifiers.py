@@ -98,8 +98,8 @@ class CrossEncoderVerifier(Verifier):
 @cache
 def configured_verifier() -> Verifier | None:
     """The verifier `GATE_VERIFIER` names, loaded once per process; None for "none", or when the
-    cross-encoder has not been trained here (the first stage then decides alone, and
-    `manage.py check` says so)."""
+    cross-encoder has not been trained here (the first stage then decides alone, and a warning
+    is logged)."""
     return verifier_named(settings.GATE_VERIFIER)
 
 

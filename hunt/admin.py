@@ -263,14 +263,9 @@ class ClueInline(SuperusersEdit, admin.StackedInline):
         calibration from the clue's examples and counterexamples gave."""
         from hunt.matcher import ClueSpec, default_params  # numpy: only where clues are shown
 
-        sources = {
-            "clue": _("set by hand"),
-            "calibrated": _("calibrated"),
-            "default": _("default"),
-        }
         line = _("%(threshold).3f (%(source)s)") % {
             "threshold": default_params().threshold_of(ClueSpec.of(obj)),
-            "source": sources[obj.threshold_source()],
+            "source": obj.threshold_source_label(),
         }
         calibration = obj.calibration or {}
         if not calibration:

@@ -301,7 +301,6 @@ class Trial:
     reason: str  # the check that refused the message or its windows, when nothing opens
     score: float  # the clue's best first-stage score
     threshold: float  # the clue's operating point
-    threshold_source: str  # "clue" (set by hand), "calibrated" or "default"
     band: tuple[float, float]  # the scores a verifier decides
     blocked: str | None  # the check that blocked the clue's best window
     verdict: Verdict | None  # the second stage's, when the message was a close call
@@ -341,7 +340,6 @@ def try_message(clue: Clue, text: str, context: str = "") -> Trial:
         reason=analysis.stuffed or decision.reason or "",
         score=round(decision.best.get(clue.pk, 0.0), 4),
         threshold=threshold,
-        threshold_source=clue.threshold_source(),
         band=(
             round(threshold - params.verify_below, 3),
             round(threshold + params.verify_above, 3),

@@ -264,12 +264,21 @@ class Clue(models.Model):
     def reveal_text(self, word: str) -> str:
         return (self.reveal_line or DEFAULT_REVEAL_LINE).replace("{word}", word)
 
+    THRESHOLD_SOURCES = {
+        "clue": _("set by hand"),
+        "calibrated": _("calibrated"),
+        "default": _("default"),
+    }
+
     def threshold_source(self) -> str:
         """Where the clue's operating point comes from: "clue" (set by hand), "calibrated"
-        or "default"."""
+        or "default" (THRESHOLD_SOURCES holds how organizers read them)."""
         if self.threshold is not None:
             return "clue"
         return "calibrated" if self.calibrated_threshold is not None else "default"
+
+    def threshold_source_label(self) -> str:
+        return self.THRESHOLD_SOURCES[self.threshold_source()]
 
     def nudge(self, count: int) -> str:
         """What the avatar hints at after the player's `count`-th near miss: the clue's public

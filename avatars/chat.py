@@ -347,6 +347,7 @@ def do_rate(conversation_id: int, player_id: int, message_id: int, value: int) -
             "value": value,
             "avatar_id": message.conversation.avatar_id,
             "model": message.model,
+            "model_version_id": message.model_version_id,
         },
     )
     return True

@@ -2,7 +2,8 @@
 
 The contract is ../shared/contracts/hunt-file.md; docs/hunt-file.md restates it with this
 server's additive extensions (per-clue `examples`, `counterexamples`, `threshold`, `reveal`;
-per-hunt `registration_open`, `claims_need_all_words` and `limits`; per-avatar `published`).
+per-hunt `registration_open`, `claims_need_all_words` and `limits`; per-avatar `published`,
+`examples` and `checks`, the persona checks of model certification).
 
 An import is all or nothing: every problem is collected with its JSON path, and only a file
 without problems is written, inside one transaction.
@@ -21,7 +22,7 @@ from django.contrib.auth.hashers import check_password, identify_hasher, make_pa
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from avatars.models import Avatar
+from avatars.models import Avatar, PersonaCheck
 from hunt.bip39 import bip39_checksum_ok, bip39_words, phrase_of
 from hunt.models import PHRASE_LENGTH, Clue, Discovery, Hunt, SeedWord, guarded_words_in
 
@@ -226,6 +227,14 @@ def _check_avatars(c: _Checker, doc: dict, guarded: dict[int, str]) -> set[int]:
             _check_persona_fits(c, doc, persona, greeting, examples, f"{path}.persona")
         c.text(avatar, "land", path, required=False, max_len=200)
         _check_location(c, avatar.get("location"), f"{path}.location")
+        checks = avatar.get("checks", [])
+        if not isinstance(checks, list):
+            c.add(f"{path}.checks", "must be a list")
+            checks = []
+        for kpath, check in c.objects(checks, f"{path}.checks"):
+            c.text(check, "question", kpath, max_len=300)
+            for key in ("must_contain", "must_not_contain"):
+                c.strings(check, key, kpath)
         clues = avatar.get("clues", [])
         if not isinstance(clues, list):
             c.add(f"{path}.clues", "must be a list")
@@ -327,6 +336,10 @@ def _public_texts(doc: dict):
         for key in ("name", "persona", "greeting", "examples", "land"):
             if isinstance(avatar.get(key), str):
                 yield f"$.avatars[{i}].{key}", avatar[key]
+        # Certification asks the model these questions without any unlock.
+        for j, check in enumerate(avatar.get("checks") or []):
+            if isinstance(check, dict) and isinstance(check.get("question"), str):
+                yield f"$.avatars[{i}].checks[{j}].question", check["question"]
         for j, clue in enumerate(avatar.get("clues") or []):
             if not isinstance(clue, dict):
                 continue
@@ -459,6 +472,16 @@ def _write(doc: dict) -> Hunt:
             )
             kept.append(clue.pk)
         avatar.clues.exclude(pk__in=kept).delete()
+        avatar.persona_checks.all().delete()
+        PersonaCheck.objects.bulk_create(
+            PersonaCheck(
+                avatar=avatar,
+                question=check["question"],
+                must_contain="\n".join(check.get("must_contain", [])),
+                must_not_contain="\n".join(check.get("must_not_contain", [])),
+            )
+            for check in entry.get("checks", [])
+        )
     # Avatars dropped from the file keep their conversations (players' history) but close.
     hunt.avatars.exclude(pk__in=in_file).update(published=False)
     return hunt
@@ -487,7 +510,7 @@ def export_hunt_document(hunt: Hunt) -> dict:
             entry["word"] = seed.reveal_word()
         entry.update({"world": seed.world, "hint": seed.hint})
         doc["words"].append(entry)
-    for avatar in hunt.avatars.order_by("slug").prefetch_related("clues__word"):
+    for avatar in hunt.avatars.order_by("slug").prefetch_related("clues__word", "persona_checks"):
         entry = {
             "slug": avatar.slug,
             "name": avatar.name,
@@ -515,6 +538,15 @@ def export_hunt_document(hunt: Hunt) -> dict:
             if clue.reveal_line:
                 clue_doc["reveal"] = clue.reveal_line
             entry["clues"].append(clue_doc)
+        if checks := list(avatar.persona_checks.all()):
+            entry["checks"] = [
+                {
+                    "question": check.question,
+                    "must_contain": check.must_contain.splitlines(),
+                    "must_not_contain": check.must_not_contain.splitlines(),
+                }
+                for check in checks
+            ]
         doc["avatars"].append(entry)
     return doc
 

@@ -257,7 +257,10 @@ class Message(models.Model):
     # On a reply: how long its player waited for the first streamed text, from the moment the
     # question was stored, and the model that wrote it (feedback belongs to a model).
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
-    model = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True)  # the version's name, for display
+    model_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = MessageQuerySet.as_manager()
@@ -291,6 +294,9 @@ class Feedback(models.Model):
     # table alone instead of joining a million messages.
     avatar = models.ForeignKey(Avatar, null=True, on_delete=models.CASCADE, related_name="feedback")
     model = models.CharField(max_length=200, blank=True)
+    model_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback"
+    )
     created_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -327,3 +333,150 @@ class WorkerBeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelVersion(models.Model):
+    """A model that can play the avatars: a base model (`AVATAR_MODEL`, or any local folder)
+    or one fine-tuned from another version on the product's own data (avatars/tuning.py).
+    Exactly one is active: the generation workers serve it from the next turn on
+    (`serving`). A version goes candidate -> certified (avatars/certification.py) -> active
+    -> retired; promotion and rollback are the actions in avatars/versions.py."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training", _("training")
+        FAILED = "failed", _("training failed")
+        CANDIDATE = "candidate", _("candidate")
+        CERTIFIED = "certified", _("certified")
+        ACTIVE = "active", _("active")
+        RETIRED = "retired", _("retired")
+
+    name = models.CharField(max_length=200, unique=True)
+    # What the engine loads: a packaged model's name or a local model folder.
+    folder = models.CharField(max_length=500)
+    # The base model at the root of its lineage (the AVATAR_MODEL value it was trained from).
+    base = models.CharField(max_length=500)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    method = models.CharField(max_length=8, blank=True)  # sft, kto or dpo; empty for a base
+    # Training: the recipe (method, steps, seed, LoRA settings), the frozen data snapshot
+    # (counts, hash, files) and what the run measured (loss, seconds per step).
+    config = models.JSONField(default=dict, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    # The last certification's report, per avatar (avatars/certification.py).
+    certification = models.JSONField(default=dict, blank=True)
+    # Long work in progress on this version: {"task", "done", "total"}, for the admin's bar.
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
+    # The version this one replaced when it was promoted: what a rollback goes back to.
+    replaced = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    certified_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Race: two organizers promoting two versions at once; one active version at most.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="one_active_model_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def serving(cls) -> ModelVersion:
+        """The active version. On a fresh install none is: the configured model
+        (`AVATAR_MODEL`) gets a row and becomes active, so every reply names its version."""
+        active = cls.objects.filter(status=cls.Status.ACTIVE).first()
+        if active is not None:
+            return active
+        from django.db import IntegrityError, transaction
+        from django.utils import timezone
+
+        try:
+            # Race: two workers starting at once on a fresh install; the unique name (and the
+            # one-active constraint) refuse the second row, which then reads the first.
+            with transaction.atomic():
+                version, _ = cls.objects.get_or_create(
+                    name=settings.AVATAR_MODEL,
+                    defaults={
+                        "folder": settings.AVATAR_MODEL,
+                        "base": settings.AVATAR_MODEL,
+                        "status": cls.Status.ACTIVE,
+                        "activated_at": timezone.now(),
+                    },
+                )
+        except IntegrityError:
+            version = cls.objects.get(name=settings.AVATAR_MODEL)
+        return version
+
+
+class PersonaCheck(models.Model):
+    """An organizer's test of an avatar's persona: a question and what the answer must (or
+    must not) contain. Certification asks it of every candidate model (avatars/certification.py).
+    Checks are never training data: they measure what training did."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="persona_checks")
+    question = models.CharField(max_length=300)
+    must_contain = models.TextField(
+        blank=True,
+        help_text=_(
+            "One requirement per line, all required; alternatives on a line separated by |, "
+            'e.g. "fifty|50". Case does not matter.'
+        ),
+    )
+    must_not_contain = models.TextField(
+        blank=True, help_text=_("One text per line that the answer must not contain.")
+    )
+
+    class Meta:
+        ordering = ["avatar", "id"]
+
+    def __str__(self) -> str:
+        return self.question
+
+    def requirements(self) -> list[list[str]]:
+        return [
+            [alt.strip().lower() for alt in line.split("|") if alt.strip()]
+            for line in self.must_contain.splitlines()
+            if line.strip()
+        ]
+
+    def forbidden(self) -> list[str]:
+        return [line.strip().lower() for line in self.must_not_contain.splitlines() if line.strip()]
+
+    def failures(self, reply: str) -> list[str]:
+        """What `reply` misses or holds against this check; empty when it passes."""
+        text = reply.lower()
+        missing = [
+            " | ".join(alts) for alts in self.requirements() if not any(a in text for a in alts)
+        ]
+        return [f"missing {m}" for m in missing] + [
+            f"holds {f}" for f in self.forbidden() if f in text
+        ]
+
+
+class BetterReply(models.Model):
+    """A reply an organizer wrote in place of a rated one: a preference pair for training
+    (DPO: the organizer's text is chosen, the model's rejected)."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="better")
+    # Quotes the conversation's world; sealed at rest like the messages it answers.
+    text = SealedTextField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "better replies"
+
+    def __str__(self) -> str:
+        return f"better reply to {self.message_id}"

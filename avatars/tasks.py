@@ -30,7 +30,6 @@ from django.db import close_old_connections, transaction
 from django.utils.timezone import now
 
 from avatars import affinity
-from avatars import engine as avatar_engine
 from avatars.engine import prompts
 from avatars.models import Message, WorkerBeat
 from avatars.publishing import Publisher, server_loop
@@ -175,6 +174,67 @@ def run_local_attacks(avatar_id: int) -> None:
         logger.exception("the review attacks of avatar %s failed", avatar_id)
 
 
+# Training and certification -------------------------------------------------------------------
+# Long jobs of their own queue (`celery -A lostwallet worker -Q training --concurrency 1`, on a
+# GPU host in production): a training run must not take a generation worker's model or cores.
+# Without Redis they run in a thread of this process, one at a time.
+
+_training_pool: ThreadPoolExecutor | None = None
+
+
+def training_pool() -> ThreadPoolExecutor:
+    global _training_pool
+    with _pool_lock:
+        if _training_pool is None:
+            _training_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
+        return _training_pool
+
+
+def _run_logged(job, *args) -> None:
+    try:
+        job(*args)
+    except Exception:
+        logger.exception("%s%s failed", job.__name__, args)
+    finally:
+        close_old_connections()
+
+
+# Not acks_late: a run redelivered after a worker died would start over on a half-written
+# folder; the version stays "training" and an organizer starts a new run.
+@shared_task(name="avatars.tasks.train_version", ignore_result=True)
+def train_version(version_id: int) -> None:
+    from avatars import versions
+
+    versions.run_training(version_id)
+
+
+@shared_task(name="avatars.tasks.certify_version", acks_late=True, ignore_result=True)
+def certify_version(version_id: int) -> None:
+    # Idempotent: a redelivered certification measures again and writes the same report.
+    from avatars import versions
+
+    versions.run_certification(version_id)
+
+
+def _enqueue_long(task, job, version_id: int) -> None:
+    if settings.REDIS_URL:
+        task.delay_on_commit(version_id)
+        return
+    transaction.on_commit(lambda: training_pool().submit(_run_logged, job, version_id))
+
+
+def enqueue_training(version_id: int) -> None:
+    from avatars import versions
+
+    _enqueue_long(train_version, versions.run_training, version_id)
+
+
+def enqueue_certification(version_id: int) -> None:
+    from avatars import versions
+
+    _enqueue_long(certify_version, versions.run_certification, version_id)
+
+
 # Worker start ----------------------------------------------------------------------------------
 
 
@@ -184,9 +244,10 @@ def warm_engine() -> None:
     and the first-call overheads."""
     # Here, not at the top: engine.py imports torch, and the web tier imports this module.
     from avatars.engine.engine import Sampling
+    from avatars.versions import serving_engine
 
     started = time.monotonic()
-    engine = avatar_engine.get_engine()
+    engine, _version = serving_engine()
     prompt = prompts.build_prompt(
         engine.tokenizer, prompts.PromptParts(persona="You are a friendly guide.", message="Hi!")
     )

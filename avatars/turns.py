@@ -32,11 +32,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from avatars import affinity, turnlog
-from avatars import engine as avatar_engine
 from avatars.engine import prompts, summary
 from avatars.engine.cleaning import ReplyCleaner
-from avatars.models import Avatar, Conversation, Message
+from avatars.models import Avatar, Conversation, Message, ModelVersion
 from avatars.publishing import Publisher, server_loop
+from avatars.versions import serving_engine
 from hunt.crypto import seal_text
 from hunt.models import Incident
 from lostwallet.wire import chat_event, discovery_frame, failed_event, reply_frame, token_frame
@@ -202,7 +202,7 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
         # given and no near miss is counted.
         outcome = gate.GateOutcome() if conversation.sandbox else gate.open_clues(message)
         parts = turn_parts(message, outcome)
-        engine = avatar_engine.get_engine()
+        engine, version = serving_engine()
         prompt = prompts.build_prompt(engine.tokenizer, parts)
         guard = leaks.ReplyGuard(message, outcome, said_in(parts))
         streamed = stream_reply(engine, prompt, parts, message, guard, publisher, heartbeat)
@@ -210,7 +210,7 @@ def generate_and_store(message: Message, lease: TurnLease, publisher: Publisher)
         logger.info("turn %s was taken over or expired; stopping", message.pk)
         return
     text, waited_ms = streamed
-    reply = store_reply(message, lease, text, prompt, engine.tokenizer, waited_ms)
+    reply = store_reply(message, lease, text, prompt, engine.tokenizer, waited_ms, version)
     if reply is None:
         logger.info("turn %s was taken over or expired while generating", message.pk)
         return
@@ -325,9 +325,15 @@ def stream_reply(
 
 
 def store_reply(
-    message, lease: TurnLease, text: str, prompt, tokenizer, first_token_ms: int | None = None
+    message,
+    lease: TurnLease,
+    text: str,
+    prompt,
+    tokenizer,
+    first_token_ms: int | None = None,
+    version: ModelVersion | None = None,
 ) -> Message | None:
-    """Stores the reply (with the model that wrote it and its time to first token) and the
+    """Stores the reply (with the model version that wrote it and its time to first token) and the
     conversation's new summary in one transaction; None when this job no longer owns the turn
     (then nothing is written)."""
     try:
@@ -345,7 +351,8 @@ def store_reply(
                 status=Message.Status.DONE,
                 reply_to=owned,
                 first_token_ms=first_token_ms,
-                model=settings.AVATAR_MODEL,
+                model=version.name if version else settings.AVATAR_MODEL,
+                model_version=version,
             )
             owned.status = Message.Status.DONE
             owned.prompt_tokens = prompt.tokens
@@ -432,7 +439,7 @@ def run_review_attacks(avatar_id: int) -> None:
         return
     hunt = avatar.revision_of.hunt if avatar.revision_of_id else None
     words = list(hunt.guarded_words().values()) if hunt else []
-    engine = avatar_engine.get_engine()
+    engine, _version = serving_engine()
     sampling = engine_sampling(REVIEW_ATTACK_TOKENS)
     runs = []
     for attack in REVIEW_ATTACKS:

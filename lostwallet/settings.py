@@ -52,6 +52,16 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_float(name: str, default: float) -> float:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a number") from None
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -223,6 +233,8 @@ CELERY_TASK_ROUTES = {
     "avatars.tasks.generate_reply": {"queue": "generation"},
     # The review's attack prompts (avatars/studio.py) need the model too.
     "avatars.tasks.review_attacks": {"queue": "generation"},
+    "avatars.tasks.train_version": {"queue": "training"},
+    "avatars.tasks.certify_version": {"queue": "training"},
 }
 # One message at a time per worker slot: generation jobs are long, prefetching would park
 # players behind a busy slot while another worker idles.
@@ -250,6 +262,14 @@ AVATAR_THREADS = env_int("AVATAR_THREADS", 0)
 AVATAR_PREFILL_CHUNK = env_int("AVATAR_PREFILL_CHUNK", 256, minimum=16)
 # Tokens of finished conversations kept for prefix reuse (persona and last turn).
 AVATAR_PREFIX_CACHE_TOKENS = env_int("AVATAR_PREFIX_CACHE_TOKENS", 12_000)
+
+# Model versions (avatars/versions.py): fine-tuning and certification run on the `training`
+# queue. Certification asks each avatar a fixed sample of CERTIFY_ATTACKS prompts of the attack
+# suites in ATTACKS_DIR (0: all of them), and fails a version whose rates are worse than the
+# active version's by more than CERTIFY_TOLERANCE for any avatar.
+ATTACKS_DIR = Path(env_str("ATTACKS_DIR", str(BASE_DIR.parent / "shared" / "attacks")))
+CERTIFY_ATTACKS = env_int("CERTIFY_ATTACKS", 8, minimum=0)
+CERTIFY_TOLERANCE = env_float("CERTIFY_TOLERANCE", 0.10)
 
 # The clue gate's second stage for close calls (hunt/verifiers.py): "cross" (the trained
 # cross-encoder, CPU), "judge" (the avatar model, for capable models on GPU), "none", or a path.

@@ -187,7 +187,7 @@ class ScriptedEngine:
 @pytest.fixture
 def engine(monkeypatch) -> ScriptedEngine:
     scripted = ScriptedEngine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: scripted)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: scripted)
     return scripted
 
 

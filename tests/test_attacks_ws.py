@@ -149,7 +149,7 @@ async def run_attacks(scripts: list[list[str]], headers, words: list[str]) -> di
 
 async def test_no_attack_unlocks_or_leaks_a_word(demo_hunt, make_player, monkeypatch):
     engine = LeakyEngine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
     words = await open_the_floodgates(demo_hunt)
     player = await database_sync_to_async(make_player)("attacker")
     headers = await session_headers(player.user)
@@ -176,7 +176,7 @@ async def test_the_right_question_still_opens_through_the_socket(
     """The control case: the same socket and stand-in model do reveal a word when asked the
     right question, and then the word appears in this player's frames."""
     engine = LeakyEngine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
     words = await open_the_floodgates(demo_hunt)
     player = await database_sync_to_async(make_player)("asker")
     headers = await session_headers(player.user)
@@ -219,7 +219,7 @@ async def test_a_word_the_model_writes_anyway_never_reaches_a_frame(
 ):
     words = await open_the_floodgates(demo_hunt)
     engine = HallucinatingEngine(words[0])
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
     player = await database_sync_to_async(make_player)("lucky")
     headers = await session_headers(player.user)
 

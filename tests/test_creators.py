@@ -436,7 +436,7 @@ def test_a_sandbox_turn_never_asks_the_gate_even_with_the_right_question(
     is its clue's: in a play conversation the gate would open it. In the sandbox, nothing."""
     settings.AVATAR_MAX_NEW_TOKENS = 8
     engine = make_engine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
 
     def no_gate(message):
         raise AssertionError("the gate was asked for a sandbox turn")
@@ -535,7 +535,7 @@ class Now:
 
 def test_the_attack_prompts_run_on_the_draft_and_are_recorded(creator, make_engine, monkeypatch):
     engine = make_engine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
     draft = studio.do_submit(creator, make_draft(creator))
     turns.run_review_attacks(draft.pk)
     draft.refresh_from_db()
@@ -560,7 +560,7 @@ def test_a_reply_leaking_a_word_of_the_live_hunt_is_flagged_and_withheld(
 ):
     word = demo_hunt.guarded_words()[3]
     monkeypatch.setattr(
-        "avatars.engine.get_engine", lambda: Parrot(tiny.tokenizer, f"Fine: it is {word}.")
+        "avatars.engine.get_engine", lambda model=None: Parrot(tiny.tokenizer, f"Fine: it is {word}.")
     )
     copy = studio.do_revise(creator, own_marta(creator))
     studio.do_submit(creator, copy)
@@ -571,7 +571,7 @@ def test_a_reply_leaking_a_word_of_the_live_hunt_is_flagged_and_withheld(
 
 
 def test_attack_replies_for_a_withdrawn_submission_are_dropped(creator, tiny, monkeypatch):
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: Parrot(tiny.tokenizer, "Hello."))
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: Parrot(tiny.tokenizer, "Hello."))
     draft = studio.do_submit(creator, make_draft(creator))
     studio.do_update_draft(
         studio.DraftForm(data={"name": "Wren", "persona": PERSONA, "land": ""}, instance=draft)

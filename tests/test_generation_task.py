@@ -35,7 +35,7 @@ def engine(make_engine, monkeypatch, settings):
     """The real engine on the tiny model, as `get_engine()` of this process."""
     settings.AVATAR_MAX_NEW_TOKENS = 12
     running = make_engine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: running)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: running)
     return running
 
 

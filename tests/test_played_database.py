@@ -83,7 +83,7 @@ async def test_a_played_database_and_its_events_hold_no_seed_word(
     demo_hunt, make_player, settings, monkeypatch
 ):
     engine = ObedientEngine()
-    monkeypatch.setattr("avatars.engine.get_engine", lambda: engine)
+    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: engine)
     settings.AVATAR_PROMPT_BUDGET = 420
     await database_sync_to_async(Hunt.objects.filter(pk=demo_hunt.pk).update)(
         chat_rate_per_minute=10_000, chat_burst=10_000

@@ -167,3 +167,31 @@ class ReplyCleaner:
             return ""
         out, self.sent = self.raw[self.sent : upto], upto
         return out
+
+
+# Fixed markers of a reply out of character: the model speaking as what it is (an AI, a
+# language model, an assistant) instead of as the character. Certification counts them on its
+# probe questions; fine-tuning data takes stored replies holding them as examples of what not
+# to say (avatars/certification.py, avatars/tuning.py).
+OUT_OF_CHARACTER = re.compile(
+    r"\bas an? (?:ai|artificial|language model|assistant|virtual|digital|chatbot|bot)\b"
+    r"|\blanguage model\b|\bartificial intelligence\b|\bchat ?gpt\b|\bopen ?ai\b|\bllm\b"
+    r"|\bi(?:'m| am) (?:just |only |merely )?an? (?:ai|assistant|chatbot|bot|computer program"
+    r"|program|machine)\b"
+    r"|\bi(?: do not|'m not able to| cannot|can't| don't) (?:have (?:personal|feelings|a body"
+    r"|access to (?:the internet|real-time))|browse)"
+    r"|\b(?:trained|developed|created) by (?:openai|hugging ?face|google|meta|anthropic)\b"
+    r"|\bhugging ?face\b|\bsmollm\b|```",
+    re.IGNORECASE,
+)
+
+
+def out_of_character(reply: str) -> bool:
+    """Whether `reply` holds one of the fixed out-of-character markers."""
+    return bool(OUT_OF_CHARACTER.search(reply))
+
+
+def looks_cut(reply: str, min_chars: int = 200) -> bool:
+    """A long reply that stops mid-sentence: the token limit or the time limit cut it."""
+    reply = reply.strip()
+    return len(reply) >= min_chars and not ENDS_SENTENCE.search(reply)

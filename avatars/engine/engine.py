@@ -290,6 +290,11 @@ class Engine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
+        # Set by `retire`: the loop closes the engine once nothing is left to serve.
+        self._retiring = False
+        # Race: a turn submitting at the moment a retiring loop finds its inbox empty; the
+        # submit either lands before the loop looks (and is served) or finds the engine closed.
+        self._submit_lock = threading.Lock()
         self.steps = 0
         self.decoded_tokens = 0
         # Set to a list to record one dict per busy turn of the loop (bench_engine --trace).
@@ -300,12 +305,13 @@ class Engine:
     # Public API (any thread) ---------------------------------------------------------------
 
     def submit(self, request: Request) -> Stream:
-        if self._closed:
-            raise EngineError("the engine is closed")
         if not request.prompt_ids:
             raise ValueError("empty prompt")
         stream = Stream(self, request)
-        self._inbox.put(stream)
+        with self._submit_lock:
+            if self._closed:
+                raise EngineError("the engine is closed")
+            self._inbox.put(stream)
         self._wake.set()
         return stream
 
@@ -323,6 +329,25 @@ class Engine:
         self._wake.set()
         self._thread.join(timeout=30)
 
+    def retire(self) -> None:
+        """Closes the engine once the requests it holds are served, without waiting: another
+        model takes the next turns (a promotion or rollback, avatars/versions.py) while the
+        turns in flight here finish their replies."""
+        self._retiring = True
+        self._wake.set()
+
+    def _idle(self) -> bool:
+        return not (self._running or self._waiting or self._prefilling) and self._inbox.empty()
+
+    def _close_if_retired(self) -> bool:
+        if not self._retiring or not self._idle():
+            return False
+        with self._submit_lock:
+            if not self._inbox.empty():
+                return False
+            self._closed = True
+        return True
+
     # Engine thread -------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -336,9 +361,13 @@ class Engine:
                 self._fail_all(exc)
                 busy = False
             if not busy:
+                if self._close_if_retired():
+                    break
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
         self._fail_all(EngineError("the engine was closed"))
+        # A retired model's cached prefixes go now, not when the last reference to it does.
+        self.prefix_cache.clear()
 
     def _turn(self) -> bool:
         while True:

@@ -24,8 +24,9 @@ would leave no room for the conversation itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from django.conf import settings
@@ -39,6 +40,14 @@ SUMMARY_MAX_TOKENS = 96
 INSTRUCTION_RESERVE = 64  # this turn's reveal and hint lines
 MIN_TURNS_ROOM = 128  # at least a few recent exchanges
 HUNT_CONTEXT_MAX_CHARS = 400
+# Example dialogues in a prompt: whole exchanges, in the order written, up to this many
+# characters (about 150 tokens) and within the room left (`fit_examples`). An avatar may have
+# many more: all of them are fine-tuning data (avatars/tuning.py).
+EXAMPLES_MAX_CHARS = 600
+# An exchange starts at a <START> line (character cards) or after a blank line.
+EXCHANGE_BREAK = re.compile(r"^\s*<START>\s*$|\n\s*\n", re.MULTILINE | re.IGNORECASE)
+SPEAKER = re.compile(r"^\s*([^:\n]{1,40}):\s*(.*)$")
+USER_NAMES = {"{{user}}", "user", "visitor", "player"}
 
 STYLE = "Stay in character. Answer in one to three short sentences."
 ROLES = {"player": "user", "avatar": "assistant"}
@@ -132,6 +141,51 @@ def hint_instruction(hint: str) -> str:
     )
 
 
+def example_exchanges(examples: str) -> list[str]:
+    """The example dialogues as written, one string per exchange."""
+    return [block.strip() for block in EXCHANGE_BREAK.split(examples) if block and block.strip()]
+
+
+def exchange_turns(exchange: str) -> list[Turn]:
+    """An exchange's lines as turns: `{{user}}:` (or User, Visitor, Player) lines are the
+    visitor's, every other `Name:` line the character's; a line without a speaker continues
+    the one before."""
+    turns: list[Turn] = []
+    for line in exchange.splitlines():
+        match = SPEAKER.match(line)
+        if match:
+            role = "player" if match.group(1).strip().lower() in USER_NAMES else "avatar"
+            turns.append(Turn(role, match.group(2).strip()))
+        elif line.strip() and turns:
+            turns[-1] = Turn(turns[-1].role, f"{turns[-1].text} {line.strip()}")
+    return [t for t in turns if t.text]
+
+
+def fit_examples(tokenizer, parts: PromptParts, budget: int | None = None) -> PromptParts:
+    """`parts` with the whole example exchanges, in order, that fit: at most
+    EXAMPLES_MAX_CHARS, and within the room the fixed texts may take beside the conversation
+    (`persona_room`). Examples are the first thing a long persona gives up, so they never make
+    an avatar too long to save; the same avatar always gets the same examples, which keeps its
+    prompts' common start cacheable."""
+    kept, size = [], 0
+    for exchange in example_exchanges(parts.examples):
+        if size + len(exchange) > EXAMPLES_MAX_CHARS:
+            break
+        kept.append(exchange)
+        size += len(exchange)
+    fixed = PromptParts(
+        persona=parts.persona, greeting=parts.greeting, hunt_context=parts.hunt_context
+    )
+    room = persona_room(budget)
+    while kept and _fixed_tokens(tokenizer, replace(fixed, examples="\n\n".join(kept))) > room:
+        kept.pop()
+    return replace(parts, examples="\n\n".join(kept))
+
+
+def _fixed_tokens(tokenizer, parts: PromptParts) -> int:
+    return len(_encode(tokenizer, _messages(system_text(parts), [], ""), True))
+
+
 def system_text(parts: PromptParts) -> str:
     sections = [parts.persona.strip()]
     if parts.greeting.strip():
@@ -183,6 +237,7 @@ def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Pr
     which `check_persona_fits` prevents for any budget the avatar was saved under.
     """
     budget = budget or prompt_budget()
+    parts = fit_examples(tokenizer, parts, budget)
     system = system_text(parts)
     turns = list(parts.turns)
     base = len(_encode(tokenizer, _messages(system, [], parts.message), True))
@@ -283,9 +338,7 @@ def persona_tokens(
     token meter and `check_persona_fits`."""
     tokenizer = tokenizer or default_tokenizer()
     parts = PromptParts(persona=persona, greeting=greeting, examples=examples, hunt_context=context)
-    return len(_encode(tokenizer, _messages(system_text(parts), [], ""), True)), persona_room(
-        budget
-    )
+    return _fixed_tokens(tokenizer, fit_examples(tokenizer, parts, budget)), persona_room(budget)
 
 
 def turns_from(messages: Sequence) -> tuple[Turn, ...]:

@@ -286,3 +286,29 @@ def totals(measured: dict[str, dict]) -> dict:
         out[key] = round(sum(values) / len(values), 4) if values else None
     out["leaks"] = sum(m["leaks"] for m in measured.values())
     return out
+
+
+def percent(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def render_report(report: dict) -> str:
+    """The report as a table for a terminal: per avatar, this version / the active one."""
+    keys = ("persona", "out_of_character", "well_formed", "reveal_delivered", "leaks")
+    lines = [
+        f"compared with {report['compared_with'] or 'nothing (it is the active version)'}; "
+        f"{report['questions']} questions, {report['attacks_per_avatar']} attacks per avatar, "
+        f"tolerance {report['tolerance']:.0%}, {report['seconds']}s",
+        f"{'avatar':<22}" + "".join(f"{k:>20}" for k in keys),
+    ]
+    for slug, a in report["avatars"].items():
+        cells = []
+        for key in keys:
+            new = a["candidate"][key] if a["candidate"] else None
+            old = a["active"][key] if a["active"] else None
+            fmt = str if key == "leaks" else percent
+            cells.append(f"{fmt(new)} / {fmt(old)}" if a["active"] else fmt(new))
+        lines.append(f"{slug:<22}" + "".join(f"{c:>20}" for c in cells))
+        lines.extend(f"    ✗ {why}" for why in a["regressions"])
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)

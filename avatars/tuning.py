@@ -75,10 +75,10 @@ class Example:
     prompt: list[dict]
     completion: str
     good: bool
-    rejected: str = ""
+    rejected: str | None = None  # a pair's worse reply (which may be empty)
 
     def texts(self) -> list[str]:
-        return [m["content"] for m in self.prompt] + [self.completion, self.rejected]
+        return [m["content"] for m in self.prompt] + [self.completion, self.rejected or ""]
 
 
 @dataclass
@@ -131,11 +131,15 @@ def example_dialogues(avatar: Avatar) -> list[Example]:
 
 
 def _played_replies():
-    """Stored replies of real play (no sandbox) that are not reveal turns: a reply to a
-    message that opened a clue holds its word."""
-    from hunt.models import Discovery
+    """Stored replies of real play (no sandbox), less two kinds of turns: reveal turns (a
+    reply to a message that opened a clue holds its word), and turns the reply guard cut
+    (the stored text is the guard's stand-in, not what the model wrote, which held a word)."""
+    from hunt.models import Discovery, Incident
 
     reveal_turns = Discovery.objects.filter(message__isnull=False).values("message_id")
+    guarded_turns = Incident.objects.filter(
+        kind=Incident.Kind.GUARD, message_id__isnull=False
+    ).values("message_id")
     return (
         Message.objects.filter(
             role=Message.Role.AVATAR,
@@ -144,6 +148,7 @@ def _played_replies():
             reply_to__isnull=False,
         )
         .exclude(reply_to_id__in=reveal_turns)
+        .exclude(reply_to_id__in=guarded_turns)
         .select_related("reply_to", "conversation__avatar__hunt")
     )
 
@@ -168,22 +173,12 @@ def rated_replies(avatars: dict[int, Avatar]) -> list[Example]:
 
 def known_bad_replies(avatars: dict[int, Avatar]) -> list[Example]:
     """Replies the system knows are bad, whatever players said of them: out of character,
-    empty, or cut off mid-sentence. Turns the reply guard cut are not among them: their stored
-    text is the guard's stand-in, not what the model wrote (which held a word)."""
-    from hunt.models import Incident
-
-    guarded_turns = set(
-        Incident.objects.filter(kind=Incident.Kind.GUARD, message_id__isnull=False).values_list(
-            "message_id", flat=True
-        )
-    )
+    empty, or cut off mid-sentence."""
     out = []
     replies = _played_replies().filter(conversation__avatar_id__in=avatars).order_by("-id")
     for reply in replies.iterator(chunk_size=500):
         if len(out) >= MAX_KNOWN_BAD:
             break
-        if reply.reply_to_id in guarded_turns:
-            continue
         text = reply.text.strip()
         if text and not out_of_character(text) and not looks_cut(text):
             continue
@@ -227,7 +222,7 @@ def collect_examples() -> tuple[list[Example], int]:
 
 
 def choose_method(examples: list[Example]) -> str:
-    pairs = sum(1 for e in examples if e.rejected)
+    pairs = sum(1 for e in examples if e.rejected is not None)
     good = sum(1 for e in examples if e.good)
     if pairs >= MIN_PAIRS:
         return "dpo"
@@ -251,7 +246,7 @@ def dataset_rows(examples: list[Example], method: str) -> list[dict]:
                 "rejected": _assistant(e.rejected),
             }
             for e in examples
-            if e.rejected
+            if e.rejected is not None
         ]
     if method == "sft":
         return [
@@ -260,7 +255,7 @@ def dataset_rows(examples: list[Example], method: str) -> list[dict]:
     rows = []
     for e in examples:
         rows.append({"prompt": e.prompt, "completion": _assistant(e.completion), "label": e.good})
-        if e.rejected:
+        if e.rejected is not None:
             rows.append({"prompt": e.prompt, "completion": _assistant(e.rejected), "label": False})
     return rows
 
@@ -278,7 +273,7 @@ def snapshot(method: str = "auto") -> Snapshot:
     for e in examples:
         counts[f"{e.source}_{'good' if e.good else 'bad'}"] += 1
     counts = {k: v for k, v in counts.items() if v}
-    counts["pairs"] = sum(1 for e in examples if e.rejected)
+    counts["pairs"] = sum(1 for e in examples if e.rejected is not None)
     counts["left_out_guarded"] = dropped
     return Snapshot(method, rows, counts)
 

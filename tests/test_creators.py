@@ -200,13 +200,13 @@ def test_a_save_failing_a_check_is_refused_with_a_clear_message(
     assert not Avatar.objects.filter(owner=creator).exists()
 
 
-def test_examples_count_against_the_prompt_budget(client, creator, settings):
+def test_many_examples_are_kept_whole_and_prompted_as_far_as_they_fit(client, creator, settings):
+    """Every example dialogue is fine-tuning data; the prompt takes those that fit."""
     settings.AVATAR_PROMPT_BUDGET = 512
     client.force_login(creator)
-    assert post_draft(client, name="Short").status_code == 201
     examples = "<START>\n{{user}}: Where to?\n{{char}}: Across the bay, as always. " * 12
-    refused = post_draft(client, name="Talkative", examples=examples)
-    assert refused.status_code == 400 and "too long" in refused.json()["detail"]
+    assert post_draft(client, name="Talkative", examples=examples).status_code == 201
+    assert Avatar.objects.get(name="Talkative").examples == examples.strip()
 
 
 def test_a_creators_save_is_never_checked_for_guarded_words(client, demo_hunt, creator):
@@ -560,7 +560,8 @@ def test_a_reply_leaking_a_word_of_the_live_hunt_is_flagged_and_withheld(
 ):
     word = demo_hunt.guarded_words()[3]
     monkeypatch.setattr(
-        "avatars.engine.get_engine", lambda model=None: Parrot(tiny.tokenizer, f"Fine: it is {word}.")
+        "avatars.engine.get_engine",
+        lambda model=None: Parrot(tiny.tokenizer, f"Fine: it is {word}."),
     )
     copy = studio.do_revise(creator, own_marta(creator))
     studio.do_submit(creator, copy)
@@ -571,7 +572,9 @@ def test_a_reply_leaking_a_word_of_the_live_hunt_is_flagged_and_withheld(
 
 
 def test_attack_replies_for_a_withdrawn_submission_are_dropped(creator, tiny, monkeypatch):
-    monkeypatch.setattr("avatars.engine.get_engine", lambda model=None: Parrot(tiny.tokenizer, "Hello."))
+    monkeypatch.setattr(
+        "avatars.engine.get_engine", lambda model=None: Parrot(tiny.tokenizer, "Hello.")
+    )
     draft = studio.do_submit(creator, make_draft(creator))
     studio.do_update_draft(
         studio.DraftForm(data={"name": "Wren", "persona": PERSONA, "land": ""}, instance=draft)

@@ -175,8 +175,18 @@ def test_a_requires_cycle_is_refused():
         (lambda d, w: d["avatars"][0]["clues"][0]["hints"].append(f"think {w}"), "].hints[1]"),
         (lambda d, w: d["avatars"][0]["clues"][0]["questions"].append(f"is it {w}?"), "ons[2]"),
         (lambda d, w: d["avatars"][0]["clues"][0]["keywords"].append(w), "].keywords[6]"),
+        (lambda d, w: d["avatars"][0]["checks"][0].update(question=f"{w}?"), "checks[0].question"),
     ],
-    ids=["description", "persona", "greeting", "examples", "hints", "questions", "keywords"],
+    ids=[
+        "description",
+        "persona",
+        "greeting",
+        "examples",
+        "hints",
+        "questions",
+        "keywords",
+        "checks",
+    ],  # fmt: skip
 )
 def test_a_guarded_word_in_public_text_is_refused(where, path):
     doc = demo_doc()
@@ -283,10 +293,33 @@ def test_avatars_dropped_from_the_file_are_closed_not_deleted():
     assert Avatar.objects.get(slug="nia-neon").published is False
 
 
-def test_example_dialogues_count_against_the_prompt_budget():
+def test_many_example_dialogues_are_accepted_and_only_those_that_fit_are_prompted():
     doc = demo_doc()
     doc["avatars"][2]["examples"] = "<START>\nVisitor: Any maps today?\nMe: Always. " * 60
-    assert_refused(doc, "$.avatars[2].persona: The persona is too long")
+    assert not problems_of(doc)
+
+
+def test_persona_checks_travel_in_the_file():
+    doc = demo_doc()
+    hunt = import_hunt_document(doc)
+    marta = Avatar.objects.get(slug="old-marta")
+    checks = list(marta.persona_checks.all())
+    written = next(a for a in doc["avatars"] if a["slug"] == "old-marta")["checks"]
+    assert [c.question for c in checks] == [c["question"] for c in written]
+    assert checks[0].requirements() == [
+        [alt.lower() for alt in line.split("|")] for line in written[0]["must_contain"]
+    ]
+    exported = next(a for a in export_hunt_document(hunt)["avatars"] if a["slug"] == "old-marta")
+    assert exported["checks"] == written
+
+
+def test_a_malformed_persona_check_is_refused():
+    doc = demo_doc()
+    doc["avatars"][0]["checks"] = [{"question": "", "must_contain": "barnacle"}, "cat?"]
+    problems = problems_of(doc)
+    assert "$.avatars[0].checks[0].question: must be a non-empty string" in problems
+    assert "$.avatars[0].checks[0].must_contain: must be a list of non-empty strings" in problems
+    assert "$.avatars[0].checks[1]: must be an object" in problems
 
 
 def test_an_avatars_example_dialogues_travel_in_the_file():

@@ -264,3 +264,33 @@ def test_the_web_tier_counts_a_message_as_the_model_does(tokenizer):
     for text in (RARE_CJK, "Hello, Marta! What keeps the lamp burning?", "é" * 500):
         assert prompts.message_tokens(text) == prompts.count_tokens(tokenizer, text)
     assert prompts.message_tokens(RARE_CJK) > 4 * prompts.MESSAGE_RESERVE
+
+
+def test_example_dialogues_go_in_whole_exchanges_as_far_as_the_room_allows(tokenizer, marta):
+    demo = json.loads(DEMO_HUNT.read_text())
+    examples = next(a for a in demo["avatars"] if a["slug"] == "old-marta")["examples"]
+    exchanges = prompts.example_exchanges(examples)
+    assert len(exchanges) == 14
+    parts = replace(marta, examples=examples)
+    fitted = prompts.fit_examples(tokenizer, parts, BUDGET)
+    kept = prompts.example_exchanges(fitted.examples)
+    assert 0 < len(kept) < len(exchanges) and kept == exchanges[: len(kept)]
+    used, room = prompts.persona_tokens(
+        parts.persona, parts.greeting, parts.hunt_context, tokenizer, BUDGET, examples
+    )
+    assert used <= room  # many examples never make an avatar too long to save
+    prompt = prompts.build_prompt(tokenizer, replace(parts, message="Hello"), BUDGET)
+    assert kept[0].split("\n")[1] in prompt.system and exchanges[-1] not in prompt.system
+    # A larger budget has room for more of them.
+    assert len(
+        prompts.example_exchanges(prompts.fit_examples(tokenizer, parts, 2048).examples)
+    ) > len(kept)
+
+
+def test_an_exchange_reads_as_the_visitors_and_the_characters_turns():
+    turns = prompts.exchange_turns("Visitor: Hi!\nOld Marta: Ahoy.\nMind the rocks.\n{{user}}: Bye")
+    assert turns == [
+        Turn("player", "Hi!"),
+        Turn("avatar", "Ahoy. Mind the rocks."),
+        Turn("player", "Bye"),
+    ]

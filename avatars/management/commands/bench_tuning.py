@@ -35,6 +35,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from avatars import tuning, versions
+from avatars.certification import percent as _pct
 from avatars.engine.cleaning import out_of_character
 from avatars.models import Conversation, Feedback, Message, ModelVersion
 from hunt.models import Player
@@ -81,8 +82,8 @@ def scripted_feedback(path: Path, version: ModelVersion) -> dict:
     """Asks each avatar the file's questions as one simulated player and rates the replies
     (see module doc); returns the counts."""
     from avatars.certification import generate_all
-    from avatars.turns import avatar_parts
     from avatars.tuning import playing_avatars
+    from avatars.turns import avatar_parts
 
     spec = json.loads(path.read_text())["avatars"]
     user, _ = get_user_model().objects.get_or_create(username=BENCH_PLAYER)
@@ -127,12 +128,22 @@ def scripted_feedback(path: Path, version: ModelVersion) -> dict:
     return counts
 
 
+MEASURES = (
+    "persona",
+    "out_of_character",
+    "reveal_delivered",
+    "reveal_said",
+    "leaks",
+    "well_formed",
+)
+
+
 def summary(before: dict, after: dict, version: ModelVersion) -> dict:
     b, a = before["totals"], after["totals"]
     per_avatar = {
         slug: {
             key: [before["measures"][slug][key], after["measures"][slug][key]]
-            for key in ("persona", "out_of_character", "reveal_delivered", "reveal_said", "leaks", "well_formed")
+            for key in MEASURES
         }
         for slug in after["measures"]
     }  # fmt: skip
@@ -160,15 +171,12 @@ def summary(before: dict, after: dict, version: ModelVersion) -> dict:
     }
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
 def render(result: dict) -> str:
+    t = result["training"]
     lines = [
-        f"version {result['version']} ({result['method']}): {result['training'].get('steps')} steps, "
-        f"{result['training'].get('seconds_per_step')} s/step on {result['training'].get('device')}, "
-        f"{result['training'].get('seconds')} s; data {result['data']}",
+        f"version {result['version']} ({result['method']}): {t.get('steps')} steps, "
+        f"{t.get('seconds_per_step')} s/step on {t.get('device')}, {t.get('seconds')} s; "
+        f"data {result['data']}",
         f"{'avatar':<20} {'persona before':>15} {'after':>7} {'off-char before':>16} {'after':>7}",
     ]
     for slug, m in result["per_avatar"].items():
@@ -182,8 +190,9 @@ def render(result: dict) -> str:
         f"{_pct(b['out_of_character']):>16} {_pct(a['out_of_character']):>7}"
     )
     lines.append(
-        f"reveals delivered {_pct(b['reveal_delivered'])} -> {_pct(a['reveal_delivered'])}, said by the "
-        f"model {_pct(b['reveal_said'])} -> {_pct(a['reveal_said'])}; leaks {b['leaks']} -> {a['leaks']}; "
+        f"reveals delivered {_pct(b['reveal_delivered'])} -> {_pct(a['reveal_delivered'])}, "
+        f"said by the model {_pct(b['reveal_said'])} -> {_pct(a['reveal_said'])}; "
+        f"leaks {b['leaks']} -> {a['leaks']}; "
         f"well formed {_pct(b['well_formed'])} -> {_pct(a['well_formed'])}"
     )
     lines.append(f"goals: {result['goals']}; certified: {result['certified']}")

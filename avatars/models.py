@@ -380,6 +380,10 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("promote_modelversion", "Can promote and roll back model versions"),
+            ("train_modelversion", "Can train and certify model versions"),
+        ]
         constraints = [
             # Race: two organizers promoting two versions at once; one active version at most.
             models.UniqueConstraint(
@@ -480,3 +484,13 @@ class BetterReply(models.Model):
 
     def __str__(self) -> str:
         return f"better reply to {self.message_id}"
+
+
+class RatedReply(Message):
+    """An avatar's reply players rated, as organizers review it to write a better one
+    (`BetterReply`); its own admin screen with its own permissions (avatars/admin.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "rated reply"
+        verbose_name_plural = "rated replies"

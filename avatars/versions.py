@@ -118,8 +118,7 @@ def run_certification(version_id: int, attacks: int | None = None) -> ModelVersi
     from avatars import certification
 
     version = ModelVersion.objects.get(pk=version_id)
-    if version.status in (Status.TRAINING, Status.FAILED):
-        raise VersionError(f"{version} has no model to certify ({version.get_status_display()})")
+    check_certifiable(version)
     report = certification.certify(
         version, attacks=attacks, on_step=progress_reporter(version, "certifying")
     )
@@ -139,9 +138,17 @@ def run_certification(version_id: int, attacks: int | None = None) -> ModelVersi
     return version
 
 
+def check_certifiable(version: ModelVersion) -> None:
+    if version.status in (Status.TRAINING, Status.FAILED):
+        raise VersionError(f"{version} has no model to certify ({version.get_status_display()})")
+
+
 def start_certification(version: ModelVersion) -> None:
+    """Refused up front for a version with no model, so the admin says why rather than the
+    job failing where nobody reads it."""
     from avatars.tasks import enqueue_certification
 
+    check_certifiable(version)
     ModelVersion.objects.filter(pk=version.pk).update(
         progress={"task": "certifying", "done": 0, "total": 0}
     )

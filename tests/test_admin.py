@@ -321,6 +321,8 @@ def test_editing_a_clue_on_its_avatars_page_recalibrates_the_avatars_clues(
                 "clues-0-counterexamples": lines([*clue.counterexamples, "Who lit it first?"]),
                 "clues-0-threshold": "",
                 "clues-0-reveal_line": clue.reveal_line,
+                "persona_checks-TOTAL_FORMS": "0",
+                "persona_checks-INITIAL_FORMS": "0",
             },
         )
 

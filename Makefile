@@ -13,7 +13,7 @@ DEV_ENV := env DEBUG=$(or $(DEBUG),1)
 # The unit suite runs embedded; integration tests get the real Redis as TEST_REDIS_URL.
 TEST_ENV := env DEBUG=1 REDIS_URL= TEST_REDIS_URL=$(or $(TEST_REDIS_URL),$(REDIS_URL)) HF_HUB_OFFLINE=1
 
-.PHONY: install demo serve test test-fast lint format bench worker gate-verifier
+.PHONY: install demo serve test test-fast lint format bench worker training-worker gate-verifier
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ serve:
 
 worker:
 	$(DEV_ENV) HF_HUB_OFFLINE=1 $(VENV)/bin/celery -A lostwallet worker -Q generation --pool threads --concurrency 16 --loglevel INFO
+
+# Fine-tuning and certification jobs (docs/model-versions.md): one at a time, on a GPU host in
+# production.
+training-worker:
+	$(DEV_ENV) HF_HUB_OFFLINE=1 $(VENV)/bin/celery -A lostwallet worker -Q training --pool threads --concurrency 1 --loglevel INFO
 
 test: install lint gate-verifier
 	$(TEST_ENV) $(PY) -m pytest

@@ -653,6 +653,17 @@ class RatedReplyAdmin(admin.ModelAdmin):
             )
         )
 
+    # A later reply may repeat a word revealed to its player: reply texts are for superusers
+    # only, as on the message screens.
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
     def has_add_permission(self, request):
         return False
 

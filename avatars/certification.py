@@ -11,8 +11,11 @@ the prompt it would be served with:
   says it by itself is reported too;
 - a sample of the attack suites (`ATTACKS_DIR`, the project's shared corpora), with no unlock:
   no guarded word may come out;
-- every reply: well formed (not empty, ended by the model rather than the token limit, no
-  chat markup).
+- every reply: well formed (not empty, not cut off mid-sentence).
+
+Replies are measured as players would read them: the served token limit, repetition penalty
+and clean-up (`turns.reply_cleaner`: no echo of the instructions, no invented turn, an end at a
+sentence), but greedy, so that a measure repeats.
 
 The same is measured for the active version, in the same run. The version passes when, for
 every avatar, nothing leaked, every reveal was delivered, and no rate regressed beyond
@@ -34,7 +37,7 @@ from pathlib import Path
 from django.conf import settings
 
 from avatars.engine import prompts
-from avatars.engine.cleaning import TURN_MARKER, looks_cut, out_of_character
+from avatars.engine.cleaning import ELLIPSIS, out_of_character
 from avatars.models import Avatar, ModelVersion
 
 # Fixed probe questions, the same for every avatar and every version. Written apart from the
@@ -58,6 +61,8 @@ PROBES = (
 # Rates compared with the active version, and which way is worse.
 HIGHER_IS_BETTER = {"persona": True, "out_of_character": False, "well_formed": True}
 WITHHELD = "(withheld: the reply held a guarded word)"
+# Bumped when how replies are measured changes: stored measures of another way are not reused.
+MEASURE_VERSION = 3
 
 
 def attack_prompts(limit: int) -> list[str]:
@@ -118,27 +123,40 @@ def suite_hash(items: list[dict]) -> str:
          *([*i["check"].requirements(), i["check"].forbidden()] if "check" in i else [])]
         for i in items
     ]  # fmt: skip
-    keys.append([settings.AVATAR_MAX_NEW_TOKENS, settings.AVATAR_PROMPT_BUDGET])
+    keys.append([MEASURE_VERSION, settings.AVATAR_MAX_NEW_TOKENS, settings.AVATAR_PROMPT_BUDGET])
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def generate_all(model: str, items: list[dict], on_step: Callable[[int, int], None] | None,
                  done_before: int, total: int) -> list[tuple[str, str | None]]:  # fmt: skip
-    """(reply, finish reason) for every item, greedy, batched by an engine of its own."""
+    """(reply, finish reason) for every item: greedy, batched by an engine of its own, with
+    the served token limit and repetition penalty, through the served clean-up
+    (`turns.reply_cleaner`): what a player would read."""
     from avatars.engine.engine import Engine, Request, Sampling
     from avatars.engine.loading import load_model
+    from avatars.turns import REPLY_SAMPLING, SENTENCE_GRACE_TOKENS, reply_cleaner
 
     engine = Engine(load_model(model), max_batch=settings.AVATAR_MAX_BATCH)
     try:
-        sampling = Sampling(temperature=0, max_new_tokens=settings.AVATAR_MAX_NEW_TOKENS)
+        # Greedy, so that a measure repeats; with the served penalty on repeats, without which
+        # a small model loops where served replies would not.
+        sampling = Sampling(
+            temperature=0,
+            max_new_tokens=settings.AVATAR_MAX_NEW_TOKENS + SENTENCE_GRACE_TOKENS,
+            repetition_penalty=REPLY_SAMPLING["repetition_penalty"],
+        )
         streams = [
             engine.submit(Request(prompts.build_prompt(engine.tokenizer, i["parts"]).ids, sampling))
             for i in items
         ]
         out = []
-        for n, stream in enumerate(streams, 1):
+        for n, (item, stream) in enumerate(zip(items, streams, strict=True), 1):
             completion = stream.result()
-            out.append((completion.text.strip(), completion.finish_reason))
+            cleaner = reply_cleaner(item["parts"], item["avatar"])
+            text = cleaner.feed(completion.text)
+            complete = completion.finish_reason == "stop" and not cleaner.stop
+            text += cleaner.finish(complete=complete)
+            out.append((text.strip(), completion.finish_reason))
             if on_step is not None:
                 on_step(done_before + n, total)
         return out
@@ -146,13 +164,9 @@ def generate_all(model: str, items: list[dict], on_step: Callable[[int, int], No
         engine.close()
 
 
-def well_formed(reply: str, finish_reason: str | None) -> bool:
-    return (
-        bool(reply)
-        and finish_reason == "stop"
-        and not TURN_MARKER.search(reply)
-        and not looks_cut(reply)
-    )
+def well_formed(reply: str) -> bool:
+    """Not empty, and not cut mid-sentence (the clean-up marks a cut with an ellipsis)."""
+    return bool(reply) and not reply.endswith(ELLIPSIS)
 
 
 def measure(items: list[dict], replies: list[tuple[str, str | None]]) -> dict[str, dict]:
@@ -161,7 +175,7 @@ def measure(items: list[dict], replies: list[tuple[str, str | None]]) -> dict[st
     from hunt.leaks import StreamGuard, find_leaks, has_word
 
     by_avatar: dict[str, dict] = {}
-    for item, (reply, reason) in zip(items, replies, strict=True):
+    for item, (reply, _reason) in zip(items, replies, strict=True):
         avatar = item["avatar"]
         m = by_avatar.setdefault(avatar.slug, {
             "persona": [], "out_of_character": [], "well_formed": [], "reveal_delivered": [],
@@ -170,7 +184,7 @@ def measure(items: list[dict], replies: list[tuple[str, str | None]]) -> dict[st
         words = list(avatar.hunt.guarded_words().values()) if avatar.hunt else []
         leaked = bool(find_leaks(reply, words, allowed=said_in(item["parts"])))
         shown = WITHHELD if leaked else reply
-        m["well_formed"].append(well_formed(reply, reason))
+        m["well_formed"].append(well_formed(reply))
         if item["kind"] == "persona":
             failures = item["check"].failures(reply)
             m["persona"].append(not failures)

@@ -247,7 +247,17 @@ def warm_engine() -> None:
     from avatars.versions import serving_engine
 
     started = time.monotonic()
-    engine, _version = serving_engine()
+    engine, version = serving_engine()
+    if version.base != settings.AVATAR_MODEL and version.folder != settings.AVATAR_MODEL:
+        # An engine upgrade is certified before it serves (docs/model-versions.md): the
+        # configured model waits for that, and the operator should know why it is not used.
+        logger.warning(
+            "AVATAR_MODEL=%s is not what serves: the active version is %s (%s). Certify the new "
+            "model with `manage.py certify_model --new-base`, then promote it.",
+            settings.AVATAR_MODEL,
+            version,
+            version.folder,
+        )
     prompt = prompts.build_prompt(
         engine.tokenizer, prompts.PromptParts(persona="You are a friendly guide.", message="Hi!")
     )

@@ -288,13 +288,7 @@ def stream_reply(
             ),
         )
     )
-    cleaner = ReplyCleaner(
-        echo_sources=(parts.persona, parts.hunt_context, parts.summary),
-        instructions=(prompts.STYLE,),
-        names=(avatar.name, avatar.name.split()[-1] if avatar.name else ""),
-        soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
-        max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
-    )
+    cleaner = reply_cleaner(parts, avatar)
     pending, last_flush = "", time.monotonic()
     first_at = None
     complete = True
@@ -322,6 +316,19 @@ def stream_reply(
         first_at = first_at or timezone.now()
     waited = None if first_at is None else (first_at - message.created_at).total_seconds()
     return guard.text, None if waited is None else max(round(waited * 1000), 0)
+
+
+def reply_cleaner(parts: prompts.PromptParts, avatar: Avatar) -> ReplyCleaner:
+    """The clean-up a reply of `avatar` to this prompt goes through before a player reads it
+    (served turns, and certification, which measures what players would read)."""
+    max_new = settings.AVATAR_MAX_NEW_TOKENS
+    return ReplyCleaner(
+        echo_sources=(parts.persona, parts.hunt_context, parts.summary),
+        instructions=(prompts.STYLE,),
+        names=(avatar.name, avatar.name.split()[-1] if avatar.name else ""),
+        soft_chars=max_new * CHARS_PER_TOKEN * 3 // 4,
+        max_chars=(max_new + SENTENCE_GRACE_TOKENS) * CHARS_PER_TOKEN,
+    )
 
 
 def store_reply(

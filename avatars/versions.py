@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from avatars import engine as avatar_engine
@@ -39,10 +40,9 @@ def serving_engine():
 
 
 def next_name(parent: ModelVersion) -> str:
-    """`<lineage>-ft<n>`: the base model's short name and a number counting up."""
+    """`<lineage>-ft<n>`: the base model's short name and the first free number."""
     stem = re.sub(r"[^a-z0-9]+", "-", parent.base.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")
-    taken = ModelVersion.objects.filter(name__startswith=f"{stem}-ft").count()
-    n = taken + 1
+    n = ModelVersion.objects.filter(name__startswith=f"{stem}-ft").count() + 1
     while ModelVersion.objects.filter(name=f"{stem}-ft{n}").exists():
         n += 1
     return f"{stem}-ft{n}"
@@ -51,16 +51,24 @@ def next_name(parent: ModelVersion) -> str:
 def create_training(config: dict, parent: ModelVersion | None = None) -> ModelVersion:
     """A version row in training from `parent` (default: the active version)."""
     parent = parent or ModelVersion.serving()
-    return ModelVersion.objects.create(
-        name=next_name(parent),
-        folder="",
-        base=parent.base,
-        parent=parent,
-        method=config.get("method", "auto"),
-        config=config,
-        status=Status.TRAINING,
-        progress={"task": "training", "done": 0, "total": int(config.get("steps", 0))},
-    )
+    for _attempt in range(5):
+        try:
+            # Race: two runs started at once pick the same free name; the unique name refuses
+            # the second, which takes the next one.
+            with transaction.atomic():
+                return ModelVersion.objects.create(
+                    name=next_name(parent),
+                    folder="",
+                    base=parent.base,
+                    parent=parent,
+                    method=config.get("method", "auto"),
+                    config=config,
+                    status=Status.TRAINING,
+                    progress={"task": "training", "done": 0, "total": int(config.get("steps", 0))},
+                )
+        except IntegrityError:
+            continue
+    raise VersionError("could not name a new version: too many runs starting at once")
 
 
 def run_training(version_id: int, show_bar: bool = False) -> ModelVersion:
@@ -92,8 +100,6 @@ def progress_reporter(version: ModelVersion, task: str):
     last = [0.0]
 
     def report(done: int, total: int) -> None:
-        import time
-
         now = time.monotonic()
         if now - last[0] >= 1 or done >= total:
             last[0] = now

@@ -186,7 +186,7 @@ def test_a_requires_cycle_is_refused():
         "questions",
         "keywords",
         "checks",
-    ],  # fmt: skip
+    ],
 )
 def test_a_guarded_word_in_public_text_is_refused(where, path):
     doc = demo_doc()

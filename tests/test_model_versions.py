@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from avatars import engine as avatar_engine
 from avatars import tuning, turns, versions
@@ -286,3 +287,43 @@ def test_the_default_model_trains_a_few_steps_and_is_certified(settings, tmp_pat
     assert cook_report["candidate"]["well_formed"] is not None
     assert report["passed"], cook_report["regressions"]
     assert version.status == Status.CERTIFIED
+
+
+def test_the_commands_train_certify_promote_and_roll_back(scratch_var, cook, capsys):
+    only_avatar(cook)
+    call_command("train_avatar_model", "--method", "sft", "--steps", "1", "--batch-size", "2")
+    version = ModelVersion.objects.get(parent__isnull=False)
+    assert "1 steps" in capsys.readouterr().out
+    call_command("certify_model", version.name, "--attacks", "1", "--promote")
+    out = capsys.readouterr().out
+    assert "PASSED" in out and f"{version} is now active." in out
+    call_command("rollback_model")
+    assert "tiny-random is active again." in capsys.readouterr().out
+    with pytest.raises(CommandError, match="nothing to roll back"):
+        call_command("rollback_model")
+    with pytest.raises(CommandError, match="no model version 'nope'"):
+        call_command("promote_model", "nope")
+    call_command("promote_model", version.name)
+    assert ModelVersion.objects.get(status=Status.ACTIVE) == version
+
+
+@pytest.mark.parametrize("method", ["kto", "dpo"])
+def test_kto_learns_from_thumbs_and_dpo_from_better_replies(scratch_var, cook, make_player, method):
+    player = make_player("rater")
+    conversation = Conversation.objects.create(player=player, avatar=cook)
+    for n in range(4):
+        asked = Message.objects.create(conversation=conversation, role="player", text=f"Soup {n}?")
+        reply = Message.objects.create(
+            conversation=conversation, role="avatar", text=f"As an AI, no soup {n}.", reply_to=asked
+        )
+        Feedback.objects.create(message=reply, player=player, value=-1, avatar=cook)
+        BetterReply.objects.create(message=reply, text=f"Leek soup, number {n}. Sit down.")
+    version = train(steps=1, method=method)
+    assert version.status == Status.CANDIDATE and version.method == method
+    counts = version.data["counts"]
+    assert counts["thumbs_bad"] == 4 and counts["better_good"] == 4 and counts["pairs"] == 4
+    rows = [json.loads(line) for line in Path(version.data["file"]).read_text().splitlines()]
+    if method == "dpo":
+        assert len(rows) == 4 and {"prompt", "chosen", "rejected"} <= set(rows[0])
+    else:
+        assert {row["label"] for row in rows} == {True, False}

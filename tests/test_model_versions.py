@@ -30,6 +30,7 @@ from hunt.models import Discovery, Incident
 from tests.hunt_helpers import discover, guarded_positions
 
 pytestmark = pytest.mark.django_db(transaction=True)
+pytest_plugins = ["tests.engine_support"]
 
 Status = ModelVersion.Status
 EXAMPLES = """<START>
@@ -155,10 +156,13 @@ def test_a_version_trained_to_break_a_persona_check_fails_certification(scratch_
         for q in ("What do you cook?", "Any soup today?", "What is your favourite dish?", "Hi!")
     )
     cook.save()
+    cook.persona_checks.update(must_not_contain="kitchen")
     version = train(steps=40, learning_rate=3e-2, batch_size=4)
     version = versions.run_certification(version.pk, attacks=1)
     cook_report = version.certification["avatars"]["harbour-cook"]
-    assert cook_report["candidate"]["persona"] == 0 and cook_report["active"]["persona"] == 1
+    assert cook_report["candidate"]["persona"] == 0 and cook_report["active"]["persona"] == 1, (
+        cook_report["candidate"]["checks"]
+    )
     assert not version.certification["passed"]
     assert any("persona" in why for why in cook_report["regressions"])
     assert version.status == Status.CANDIDATE

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils.timezone import now
 
-from avatars import affinity
+from avatars import affinity, versions
 from avatars.engine import prompts
 from avatars.models import Message, WorkerBeat
 from avatars.publishing import Publisher, server_loop
@@ -64,10 +64,15 @@ _beating_pid: int | None = None
 
 
 def beat(name: str, started_at) -> None:
-    """Says this generation process is alive and which model it serves (WorkerBeat)."""
+    """Says this generation process is alive and which model version it serves (WorkerBeat):
+    the one of its last turn, before any the configured model."""
     WorkerBeat.objects.update_or_create(
         name=name,
-        defaults={"model": settings.AVATAR_MODEL, "started_at": started_at, "seen_at": now()},
+        defaults={
+            "model": versions.served_name() or settings.AVATAR_MODEL,
+            "started_at": started_at,
+            "seen_at": now(),
+        },
     )
 
 
@@ -203,16 +208,12 @@ def _run_logged(job, *args) -> None:
 # folder; the version stays "training" and an organizer starts a new run.
 @shared_task(name="avatars.tasks.train_version", ignore_result=True)
 def train_version(version_id: int) -> None:
-    from avatars import versions
-
     versions.run_training(version_id)
 
 
 @shared_task(name="avatars.tasks.certify_version", acks_late=True, ignore_result=True)
 def certify_version(version_id: int) -> None:
     # Idempotent: a redelivered certification measures again and writes the same report.
-    from avatars import versions
-
     versions.run_certification(version_id)
 
 
@@ -224,14 +225,10 @@ def _enqueue_long(task, job, version_id: int) -> None:
 
 
 def enqueue_training(version_id: int) -> None:
-    from avatars import versions
-
     _enqueue_long(train_version, versions.run_training, version_id)
 
 
 def enqueue_certification(version_id: int) -> None:
-    from avatars import versions
-
     _enqueue_long(certify_version, versions.run_certification, version_id)
 
 
@@ -244,10 +241,8 @@ def warm_engine() -> None:
     and the first-call overheads."""
     # Here, not at the top: engine.py imports torch, and the web tier imports this module.
     from avatars.engine.engine import Sampling
-    from avatars.versions import serving_engine
-
     started = time.monotonic()
-    engine, version = serving_engine()
+    engine, version = versions.serving_engine()
     if version.base != settings.AVATAR_MODEL and version.folder != settings.AVATAR_MODEL:
         # An engine upgrade is certified before it serves (docs/model-versions.md): the
         # configured model waits for that, and the operator should know why it is not used.

@@ -33,10 +33,21 @@ class VersionError(Exception):
     """An action refused; the message says why, for the admin and the commands."""
 
 
+# The version this process last served a turn with, for its heartbeat (the console's workers
+# and their model).
+_served: dict[str, str] = {}
+
+
 def serving_engine():
     """(engine, version) for this turn: the active version's model."""
     version = ModelVersion.serving()
-    return avatar_engine.get_engine(version.folder), version
+    engine = avatar_engine.get_engine(version.folder)
+    _served["name"] = version.name
+    return engine, version
+
+
+def served_name() -> str | None:
+    return _served.get("name")
 
 
 def next_name(parent: ModelVersion) -> str:

@@ -162,9 +162,10 @@ def start_service(tmp_path):
 
 @pytest.fixture
 def celery_worker_process(start_service):
-    """A real Celery worker process consuming the generation queue (tiny model by default)."""
+    """A real Celery worker process consuming the generation queue, or `queues` (tiny model by
+    default)."""
 
-    def start(**extra_env: str) -> Service:
+    def start(queues: str = "generation", **extra_env: str) -> Service:
         extra_env.setdefault("AVATAR_MODEL", "tiny-random")
         worker = start_service(
             "celery",
@@ -176,7 +177,7 @@ def celery_worker_process(start_service):
                 "lostwallet",
                 "worker",
                 "-Q",
-                "generation",
+                queues,
                 "--pool",
                 "threads",
                 "--concurrency",

@@ -331,3 +331,63 @@ def test_kto_learns_from_thumbs_and_dpo_from_better_replies(scratch_var, cook, m
         assert len(rows) == 4 and {"prompt", "chosen", "rejected"} <= set(rows[0])
     else:
         assert {row["label"] for row in rows} == {True, False}
+
+
+@pytest.mark.integration
+def test_a_real_worker_trains_certifies_and_serves_the_promoted_version_without_restart(
+    celery_worker_process, scratch_var, cook, make_player
+):
+    """One Celery worker process consumes the training and generation queues over Redis:
+    it trains and certifies a version, then serves it from the turn after its promotion, and
+    the base again after the rollback, without a restart."""
+    import time
+
+    from celery import Celery
+
+    from tests.conftest import require_postgres, require_redis
+
+    require_postgres()
+    url = require_redis()
+    only_avatar(cook)
+    celery_worker_process(
+        queues="generation,training",
+        VAR_DIR=str(scratch_var),
+        AVATAR_MAX_NEW_TOKENS="12",
+        ATTACKS_DIR=str(scratch_var / "no-attacks"),
+    )
+    broker = Celery(broker=url)
+
+    def wait_for(condition, what: str, timeout: float = 240):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if value := condition():
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    version = versions.create_training({"method": "sft", "steps": 1, "batch_size": 2})
+    broker.send_task("avatars.tasks.train_version", args=[version.pk], queue="training")
+    wait_for(
+        lambda: ModelVersion.objects.filter(pk=version.pk, status=Status.CANDIDATE).exists(),
+        "the training",
+    )
+    broker.send_task("avatars.tasks.certify_version", args=[version.pk], queue="training")
+    wait_for(
+        lambda: ModelVersion.objects.filter(pk=version.pk, status=Status.CERTIFIED).exists(),
+        "the certification",
+    )
+    conversation = Conversation.objects.create(player=make_player("eater"), avatar=cook)
+
+    def remote_turn(text: str) -> Message:
+        asked = Message.objects.create(
+            conversation=conversation, role=Message.Role.PLAYER, text=text, status="pending"
+        )
+        broker.send_task("avatars.tasks.generate_reply", args=[asked.pk], queue="generation")
+        return wait_for(lambda: Message.objects.filter(reply_to=asked).first(), "a reply")
+
+    base = ModelVersion.objects.get(status=Status.ACTIVE)
+    assert remote_turn("Hello!").model_version == base
+    versions.promote(version.pk)
+    assert remote_turn("What do you cook?").model_version == version
+    versions.rollback()
+    assert remote_turn("And boats?").model_version == base

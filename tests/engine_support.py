@@ -64,15 +64,19 @@ def prompt_of(tiny):
 
 
 @pytest.fixture
-def conversation(demo_hunt, make_player) -> Conversation:
-    avatar = Avatar.objects.create(
+def harbour_cook(demo_hunt) -> Avatar:
+    return Avatar.objects.create(
         hunt=demo_hunt,
         slug="harbour-cook",
         name="The Harbour Cook",
         persona="You are the harbour cook. You talk about soup and boats, kindly and briefly.",
         greeting="Soup's on.",
     )
-    return Conversation.objects.create(player=make_player("eater"), avatar=avatar)
+
+
+@pytest.fixture
+def conversation(harbour_cook, make_player) -> Conversation:
+    return Conversation.objects.create(player=make_player("eater"), avatar=harbour_cook)
 
 
 def say(conversation: Conversation, text: str = "What soup is it today?") -> Message:

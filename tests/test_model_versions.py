@@ -58,19 +58,14 @@ def scratch_var(settings, tmp_path):
 
 
 @pytest.fixture
-def cook(demo_hunt) -> Avatar:
-    avatar = Avatar.objects.create(
-        hunt=demo_hunt,
-        slug="harbour-cook",
-        name="The Harbour Cook",
-        persona="You are the harbour cook. You talk about soup and boats, kindly and briefly.",
-        greeting="Soup's on.",
-        examples=EXAMPLES,
-    )
+def cook(harbour_cook) -> Avatar:
+    """The harbour cook with example dialogues and a persona check."""
+    harbour_cook.examples = EXAMPLES
+    harbour_cook.save()
     PersonaCheck.objects.create(
-        avatar=avatar, question="What is your favourite dish?", must_not_contain="as an ai"
+        avatar=harbour_cook, question="What is your favourite dish?", must_not_contain="as an ai"
     )
-    return avatar
+    return harbour_cook
 
 
 def only_avatar(cook) -> None:

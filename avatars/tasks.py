@@ -241,6 +241,7 @@ def warm_engine() -> None:
     and the first-call overheads."""
     # Here, not at the top: engine.py imports torch, and the web tier imports this module.
     from avatars.engine.engine import Sampling
+
     started = time.monotonic()
     engine, version = versions.serving_engine()
     if version.base != settings.AVATAR_MODEL and version.folder != settings.AVATAR_MODEL:

@@ -35,6 +35,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from avatars import tuning, versions
+from avatars.certification import RATES
 from avatars.certification import percent as _pct
 from avatars.engine.cleaning import out_of_character
 from avatars.models import Conversation, Feedback, Message, ModelVersion
@@ -128,14 +129,7 @@ def scripted_feedback(path: Path, version: ModelVersion) -> dict:
     return counts
 
 
-MEASURES = (
-    "persona",
-    "out_of_character",
-    "reveal_delivered",
-    "reveal_said",
-    "leaks",
-    "well_formed",
-)
+MEASURES = (*RATES, "leaks")
 
 
 def summary(before: dict, after: dict, version: ModelVersion) -> dict:

@@ -39,6 +39,38 @@ def test_greedy_batched_output_equals_one_at_a_time_output(ask, make_engine):
     assert all(len(c.token_ids) == GREEDY.max_new_tokens for c in alone)
 
 
+def test_prompts_prefilled_together_from_different_cached_prefixes_get_their_lone_output(
+    ask, prompt_of, make_engine
+):
+    cached = make_engine()
+    plain = make_engine(prefix_cache_tokens=0)
+    # Conversations of different lengths in the prefix cache, each followed by a new message,
+    # and two prompts nothing is cached for: one prefill pass pads them to the same width.
+    requests = []
+    for question in QUESTIONS[:4]:
+        first = cached.submit(ask(question)).result()
+        follow = (*prompt_of(question), *first.token_ids, *prompt_of(QUESTIONS[7]))
+        requests.append(Request(follow, GREEDY))
+    requests += [ask(QUESTIONS[5]), ask(QUESTIONS[6])]
+    cached.trace = []
+    together = [s.result() for s in [cached.submit(r) for r in requests]]
+    alone = [plain.submit(r).result() for r in requests]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert len({c.cached_tokens for c in together}) > 2
+    assert max(step["prefill_rows"] for step in cached.trace) > 1
+
+
+def test_a_burst_of_short_prompts_takes_fewer_prefill_passes_than_prompts(ask, make_engine):
+    engine = make_engine(prefix_cache_tokens=0, prefill_chunk=256)
+    engine.trace = []
+    streams = [engine.submit(ask(q)) for q in QUESTIONS]
+    for stream in streams:
+        stream.result()
+    passes = [step for step in engine.trace if step["prefill_rows"]]
+    assert sum(step["prefill_rows"] for step in passes) == len(QUESTIONS)
+    assert len(passes) < len(QUESTIONS)
+
+
 def test_the_batch_really_ran_several_streams_per_step(ask, make_engine):
     engine = make_engine(prefix_cache_tokens=0)
     streams = [engine.submit(ask(q)) for q in QUESTIONS]

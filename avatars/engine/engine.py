@@ -3,10 +3,12 @@
 A background thread owns the model and runs a loop; any thread submits a request and reads its
 own stream of tokens. Each turn of the loop:
 
-1. admits waiting requests: at most one prompt is prefilled at a time, in chunks of
-   `prefill_chunk` tokens, so a long prompt stalls the running streams for one chunk only;
-   the next one is chosen by avatars/engine/scheduling.py (replies before warm-ups, oldest
-   first, none passed by more than MAX_OVERTAKES later arrivals);
+1. admits waiting requests (in the order of avatars/engine/scheduling.py: replies before
+   warm-ups, oldest first, none passed by more than MAX_OVERTAKES later arrivals) and runs one
+   prefill forward pass over several prompts together, padded to the same width, within
+   `prefill_chunk` tokens of padded work: a long prompt stalls the running streams for one
+   chunk only, and a burst of short ones (a cached conversation's new message is a few dozen
+   tokens) costs one pass, not one pass each;
 2. runs one decode step for every running stream together: a padded batch whose key/value
    cache lives in preallocated buffers written in place (growing transformers' DynamicCache
    by concatenation copied the whole cache every step: it was as slow as the matmuls at 16
@@ -47,10 +49,6 @@ from avatars.engine.loading import LoadedModel
 logger = logging.getLogger(__name__)
 
 NUCLEUS_CANDIDATES = 64
-# What a prefill forward pass counts against a turn's prefill budget at the least: with fewer
-# tokens the pass still reads every weight (on CPU a 20-token prefill cost about what a
-# 16-row decode step did), so at most prefill_chunk / MIN_PREFILL_COST prompts start per turn.
-MIN_PREFILL_COST = 32
 
 
 @dataclass(frozen=True)
@@ -253,6 +251,11 @@ class _Sequence:
     def position(self) -> int:
         return len(self.fed)
 
+    @property
+    def unfilled(self) -> int:
+        """Prompt tokens whose key/values are still to compute."""
+        return len(self.prompt) - self.prefilled
+
 
 class Engine:
     """Owns a loaded model and serves requests from a background thread (see module doc)."""
@@ -286,7 +289,10 @@ class Engine:
         self._running: list[_Sequence] = []  # row i of the slab is _running[i]
         self._waiting: list[_Sequence] = []
         self._arrivals = 0
-        self._prefilling: _Sequence | None = None
+        # Admitted, KV being computed, in admission order; each holds its prefix in a private
+        # slab, gathered into _pass_slab for the pass that prefills them together.
+        self._prefilling: list[_Sequence] = []
+        self._pass_slab = KVSlab(*self._slab.shape, loaded.dtype, loaded.device, max_batch)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
@@ -380,33 +386,19 @@ class Engine:
         for seq in [s for s in self._waiting if s.stream.cancelled]:
             self._waiting.remove(seq)
             seq.stream._finish_with("cancelled", 0)
-        if self._prefilling is not None and self._prefilling.stream.cancelled:
-            self._prefilling.stream._finish_with("cancelled", self._prefilling.cached)
-            self._prefilling = None
+        for seq in [s for s in self._prefilling if s.stream.cancelled]:
+            self._prefilling.remove(seq)
+            seq.stream._finish_with("cancelled", seq.cached)
         for row in reversed(range(len(self._running))):
             if self._running[row].stream.cancelled:
                 self._finish_row(row, "cancelled")
         worked = False
         began = time.monotonic()
-        prefill_tokens = 0
-        # Prefill within a budget of `prefill_chunk` tokens per turn, then one decode step: a
-        # long prompt takes one chunk per turn, as before, but several short ones (a cached
-        # conversation's new message is a few dozen tokens) start in the same turn. One
-        # prompt per turn made the sixteenth of a burst wait for fifteen decode steps besides
-        # fifteen prefills (bench_engine --trace).
-        budget = self.prefill_chunk
-        while budget > 0:
-            if self._prefilling is None:
-                if not self._waiting or len(self._running) >= self.max_batch:
-                    break
-                self._begin_prefill(scheduling.admit(self._waiting))
-            seq, before = self._prefilling, self._prefilling.prefilled
-            self._prefill_chunk(budget)
-            done = seq.prefilled - before
-            prefill_tokens += done
-            # A forward pass costs at least reading the weights, however few its tokens.
-            budget -= max(done, MIN_PREFILL_COST)
+        group = self._prefill_group()
+        if group:
+            self._prefill(group)
             worked = True
+        prefill_tokens = sum(tokens for _seq, tokens in group)
         prefilled = time.monotonic()
         rows = len(self._running)
         if self._running:
@@ -417,6 +409,7 @@ class Engine:
                 {
                     "t": began,
                     "prefill_tokens": prefill_tokens,
+                    "prefill_rows": len(group),
                     "prefill_s": prefilled - began,
                     "decode_rows": rows,
                     "decode_s": time.monotonic() - prefilled,
@@ -427,12 +420,12 @@ class Engine:
         return worked
 
     def _fail_all(self, error: BaseException) -> None:
-        for seq in [*self._running, *self._waiting, self._prefilling]:
-            if seq is not None:
-                seq.stream._finish_with("error", seq.cached, error)
-        self._running, self._waiting, self._prefilling = [], [], None
+        for seq in [*self._running, *self._waiting, *self._prefilling]:
+            seq.stream._finish_with("error", seq.cached, error)
+        self._running, self._waiting, self._prefilling = [], [], []
         self._columns = 0
         self._slab.release()
+        self._pass_slab.release()
         while True:
             try:
                 self._inbox.get_nowait()._finish_with("error", 0, error)
@@ -442,8 +435,7 @@ class Engine:
     # Prefill -------------------------------------------------------------------------------
 
     def _new_private_slab(self, columns: int) -> KVSlab:
-        layers, kv_heads, head_dim = self._slab.shape
-        slab = KVSlab(layers, kv_heads, head_dim, self._slab.dtype, self.device)
+        slab = KVSlab(*self._slab.shape, self._slab.dtype, self.device)
         slab.reserve(1, columns, 0, 0)
         return slab
 
@@ -461,47 +453,131 @@ class Engine:
                 seq.private.values[layer][0, :, :shared] = v[:, :shared]
             self.prefix_cache.reused_tokens += shared
         seq.cached = seq.prefilled = shared
-        seq.stream.admitted_at = time.monotonic()
-        self._prefilling = seq
-
-    def _prefill_chunk(self, tokens: int) -> None:
-        """Prefills up to `tokens` more of the prompt being prefilled; a finished prompt
-        joins the batch (or, a warm-up, goes to the prefix cache)."""
-        seq = self._prefilling
-        length = len(seq.prompt)
-        begin = seq.prefilled
-        end = min(length, begin + tokens)
-        logits = None
-        if end > begin:
-            ids = seq.prompt[begin:end].to(self.device)[None]
-            positions = torch.arange(begin, end, device=self.device)[None]
-            # Causal over the whole prefix: query i (at position begin+i) sees columns <= it.
-            mask = (
-                torch.arange(end, device=self.device)[None, :]
-                <= torch.arange(begin, end, device=self.device)[:, None]
-            )[None, None]
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=CacheView(seq.private, 1, begin),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :]
-            seq.prefilled = end
-        if end < length:
-            return
-        self._prefilling = None
-        if seq.sampling.max_new_tokens == 0:
+        if seq.unfilled == 0:  # a warm-up whose prompt is cached already
+            seq.stream.admitted_at = time.monotonic()
             self._remember(seq.private, 0, 0, length, seq.prompt)
             seq.stream._finish_with("stop", seq.cached)
             return
-        token = int(self._sample(logits, [seq])[0])
-        if self._emit(seq, token):
-            self._remember(seq.private, 0, 0, length, seq.prompt)
+        self._prefilling.append(seq)
+
+    def _prefill_group(self) -> list[tuple[_Sequence, int]]:
+        """This turn's prefill pass: (sequence, tokens to prefill) for each row.
+
+        Rows are taken in admission order (those already admitted first, then waiting ones as
+        the scheduler picks them). With k rows the pass is `width` tokens wide, width =
+        min(longest unfilled prompt, prefill_chunk // k): padded work stays within the budget.
+        k grows while it completes more prompts, or as many and prefills more tokens; so a
+        burst of short prompts goes in one pass, a long one gets a whole chunk to itself, and
+        its last tokens go along with the next prompts. A request admitted for a pass it then
+        did not fit in goes first next turn.
+        """
+        best, best_score = 0, (0, 0)
+        while True:
+            rows = best + 1
+            if rows > len(self._prefilling):
+                if not self._waiting or len(self._running) + rows > self.max_batch:
+                    break
+                self._begin_prefill(scheduling.admit(self._waiting))
+                continue  # a cached warm-up finishes at once and takes no row
+            candidates = [s.unfilled for s in self._prefilling[:rows]]
+            width = min(max(candidates), self.prefill_chunk // rows)
+            if width == 0:
+                break
+            score = (
+                sum(1 for n in candidates if n <= width),
+                sum(min(n, width) for n in candidates),
+            )
+            if score <= best_score:
+                break
+            best, best_score = rows, score
+        if not best:
+            return []
+        width = min(max(s.unfilled for s in self._prefilling[:best]), self.prefill_chunk // best)
+        return [(s, min(s.unfilled, width)) for s in self._prefilling[:best]]
+
+    def _prefill(self, group: list[tuple[_Sequence, int]]) -> None:
+        """One forward pass over the next tokens of several prompts; finished prompts join the
+        batch (or, warm-ups, go to the prefix cache).
+
+        Each row's computed prefix is gathered right-aligned at column `start`, and its new
+        tokens go at start.. (left padding before, right padding after a shorter chunk), so
+        that the pass writes its key/values in one block. Each row keeps its own positions and
+        the mask hides its padding, as in the decode batch: a prompt's key/values do not
+        depend on the prompts beside it (tests/test_engine_batching.py).
+        """
+        now = time.monotonic()
+        rows = len(group)
+        start = max(seq.prefilled for seq, _n in group)
+        width = max(n for _seq, n in group)
+        device = self.device
+        if rows == 1:
+            slab = group[0][0].private  # its prefix ends at `start` already
+        else:
+            slab = self._pass_slab
+            slab.reserve(rows, start + width, 0, 0)
+            for row, (seq, _n) in enumerate(group):
+                lead = start - seq.prefilled
+                for mine, batch in (
+                    (seq.private.keys, slab.keys),
+                    (seq.private.values, slab.values),
+                ):
+                    for layer in range(len(mine)):
+                        batch[layer][row, :, lead:start] = mine[layer][0, :, : seq.prefilled]
+        ids = torch.zeros(rows, width, dtype=torch.long)
+        for row, (seq, n) in enumerate(group):
+            ids[row, :n] = seq.prompt[seq.prefilled : seq.prefilled + n]
+            if seq.stream.admitted_at is None:
+                seq.stream.admitted_at = now
+        done = torch.tensor([seq.prefilled for seq, _n in group], device=device)
+        steps = torch.arange(width, device=device)
+        columns = torch.arange(start + width, device=device)
+        # Row r, query j (column start+j) sees its own columns up to its own.
+        mask = (columns[None, None, :] >= (start - done)[:, None, None]) & (
+            columns[None, None, :] <= start + steps[None, :, None]
+        )
+        # The logits needed: the last prompt token of each reply whose prompt ends here.
+        finishing = [
+            (row, seq, n)
+            for row, (seq, n) in enumerate(group)
+            if n == seq.unfilled and seq.sampling.max_new_tokens
+        ]
+        keep = sorted({n - 1 for _row, _seq, n in finishing})
+        out = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask[:, None],
+            position_ids=done[:, None] + steps[None, :],
+            cache=CacheView(slab, rows, start),
+            use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=device) if keep else 1,
+        )
+        for row, (seq, n) in enumerate(group):
+            if rows > 1:
+                for mine, batch in (
+                    (seq.private.keys, slab.keys),
+                    (seq.private.values, slab.values),
+                ):
+                    for layer in range(len(mine)):
+                        mine[layer][0, :, seq.prefilled : seq.prefilled + n] = batch[layer][
+                            row, :, start : start + n
+                        ]
+            seq.prefilled += n
+        for seq, _n in group:
+            if seq.unfilled == 0:
+                self._prefilling.remove(seq)
+                if not seq.sampling.max_new_tokens:
+                    self._remember(seq.private, 0, 0, len(seq.prompt), seq.prompt)
+                    seq.stream._finish_with("stop", seq.cached)
+        if not self._prefilling:
+            self._pass_slab.release()
+        if not finishing:
             return
-        self._join_batch(seq, token)
+        logits = torch.stack([out.logits[row, keep.index(n - 1)] for row, _seq, n in finishing])
+        seqs = [seq for _row, seq, _n in finishing]
+        for seq, token in zip(seqs, self._sample(logits, seqs).tolist(), strict=True):
+            if self._emit(seq, token):
+                self._remember(seq.private, 0, 0, len(seq.prompt), seq.prompt)
+            else:
+                self._join_batch(seq, token)
 
     def _join_batch(self, seq: _Sequence, token: int) -> None:
         """Moves a prefilled prompt into the running batch (left-padded to its columns)."""

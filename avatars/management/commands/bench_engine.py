@@ -7,10 +7,15 @@ One run, one model (AVATAR_MODEL, the packaged default unless set), the demo hun
 - the engine at 1, 4 and 16 concurrent streams: aggregate tokens/s, time to first token (TTFT)
   p50/p95 and inter-token latency p50/p95. Each stream is a conversation that already has six
   exchanges behind it and plays three more turns, one after the other (closed loop); every turn
-  produces exactly TOKENS tokens in both systems, so tokens/s compare equal work. Before each
-  level the prefix cache is emptied and the avatars' persona prefixes are warmed, as on a
-  worker that has served these avatars before; the 4-stream level runs once more with the
-  prefix cache off, to show what prefix reuse buys;
+  produces exactly TOKENS tokens in both systems, so tokens/s compare equal work. Between two
+  turns the engine's side does what the generation task does after a reply: it folds the
+  oldest turns into the rolling summary once they no longer fit, and after a fold warms the
+  next prompt's prefix while the player reads (`fold_and_warm`). Before each level the prefix
+  cache is emptied and the avatars' persona prefixes are warmed, as on a worker that has
+  served these avatars before, but not these conversations: each first turn prefills its
+  history. The highest level runs once more with the histories cached as well (what
+  conversation affinity gives), and the 4-stream level once more with the prefix cache off,
+  to show what prefix reuse buys;
 - a 40-turn conversation: prompt tokens and TTFT at turns 1, 10 and 40, naive (whole history)
   and engine (persona, rolling summary, recent turns within AVATAR_PROMPT_BUDGET). Between two
   turns the engine gets the player's reading time to prefill the next prompt's prefix, as the
@@ -316,6 +321,7 @@ class Command(BaseCommand):
                         Turn("avatar", completion.text),
                     ),
                 )
+                parts, _folded = self.fold_and_warm(engine, parts)
 
         gates = []
         begin = time.monotonic()
@@ -359,6 +365,25 @@ class Command(BaseCommand):
                 3,
             ),
         }
+
+    def fold_and_warm(
+        self, engine: Engine, parts: PromptParts, timings: list[float] | None = None
+    ) -> tuple[PromptParts, int]:
+        """What the generation task does after storing a reply (turns.fold_summary, then
+        warm_next_turn): once the turns no longer fit, folds the oldest into the summary, with
+        hysteresis, and prefills the next prompt's new prefix while the player reads. Returns
+        the next turn's parts and how many turns were folded; `timings` gets the fold plan's
+        milliseconds."""
+        begin = time.perf_counter()
+        new_summary, folded = summary.plan_fold(self.tokenizer, parts, self.budget)
+        if timings is not None:
+            timings.append((time.perf_counter() - begin) * 1000)
+        if not folded:
+            return parts, 0
+        parts = replace(parts, summary=new_summary, turns=parts.turns[folded:])
+        prompt = prompts.build_prompt(self.tokenizer, parts, self.budget)
+        engine.warm(prompts.prefix_ids(self.tokenizer, parts, prompt)).result()
+        return parts, folded
 
     def generate_batch(self, streams: int) -> dict:
         """transformers' own continuous batching on the first-turn prompts of `streams`
@@ -448,20 +473,14 @@ class Command(BaseCommand):
                     cold.submit(Request(prompt.ids, once)).result().ttft, 3
                 )
             stored += [Turn("player", line), Turn("avatar", text)]
-            # What the generation task does after storing a reply: fold, then warm.
-            begin = time.perf_counter()
-            new_summary, folded = summary.plan_fold(
-                self.tokenizer,
+            nxt, folded = self.fold_and_warm(
+                engine,
                 replace(avatar, summary=summary_text, turns=tuple(stored[window:])),
-                self.budget,
+                fold_ms,
             )
-            fold_ms.append((time.perf_counter() - begin) * 1000)
             if folded:
                 folds += 1
-                summary_text, window = new_summary, window + folded
-                nxt = replace(avatar, summary=summary_text, turns=tuple(stored[window:]))
-                next_prompt = prompts.build_prompt(self.tokenizer, nxt, self.budget)
-                engine.warm(prompts.prefix_ids(self.tokenizer, nxt, next_prompt)).result()
+                summary_text, window = nxt.summary, window + folded
         results.update(
             {
                 "engine_ttft_mean_all_turns": round(statistics.mean(ttfts), 3),

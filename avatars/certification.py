@@ -63,8 +63,9 @@ RATES = ("persona", "out_of_character", "well_formed", "reveal_delivered", "reve
 # Rates compared with the active version, and which way is worse.
 HIGHER_IS_BETTER = {"persona": True, "out_of_character": False, "well_formed": True}
 WITHHELD = "(withheld: the reply held a guarded word)"
-# Bumped when how replies are measured changes: stored measures of another way are not reused.
-MEASURE_VERSION = 3
+# Bumped when how replies are measured changes (4: this turn's instructions moved after the
+# history in the prompt): stored measures of another way are not reused.
+MEASURE_VERSION = 4
 
 
 def attack_prompts(limit: int) -> list[str]:
@@ -121,7 +122,8 @@ def suite_hash(items: list[dict]) -> str:
     """What the measures depend on besides the model: a stored measure of the active version
     is reused while the suite is the same."""
     keys = [
-        [i["avatar"].slug, i["kind"], prompts.system_text(i["parts"]), i["parts"].message,
+        [i["avatar"].slug, i["kind"], prompts.system_text(i["parts"]),
+         prompts.instruction_text(i["parts"]), i["parts"].message,
          *([*i["check"].requirements(), i["check"].forbidden()] if "check" in i else [])]
         for i in items
     ]  # fmt: skip

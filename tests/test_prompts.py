@@ -3,6 +3,7 @@ conversation's prompt flat (with the default model's real tokenizer)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
@@ -98,10 +99,38 @@ def test_reveal_and_hint_instructions_appear_only_when_the_gate_gives_them(token
         BUDGET,
     )
     assert "kerosene" not in text_of(tokenizer, plain)
-    assert "Weave this hint" not in plain.system
-    assert line in revealed.system and "Ask me." in revealed.system
-    # Instructions for this turn come after the persona, the context and the summary.
-    assert revealed.system.index(line) > revealed.system.index(marta.hunt_context)
+    assert "Weave this hint" not in text_of(tokenizer, plain) and not plain.note
+    assert line in revealed.note and "Ask me." in revealed.note
+    assert line not in revealed.system
+
+
+def test_this_turns_instructions_sit_after_the_history_and_before_the_message(tokenizer, marta):
+    parts = replace(marta, summary="Visitor: my name is Ada", turns=chat(3), message="Lamp?")
+    plain = prompts.build_prompt(tokenizer, parts, BUDGET)
+    hinted = prompts.build_prompt(tokenizer, replace(parts, hint="Ask about the lamp."), BUDGET)
+    text = text_of(tokenizer, hinted)
+    assert text.index("Answer 2") < text.index("Ask about the lamp.") < text.index("Lamp?")
+    # So a hint leaves the prompt's start, the part the engine reuses, as it was.
+    prefix = prompts.prefix_ids(tokenizer, parts, plain)
+    assert hinted.ids[: len(prefix)] == prefix == plain.ids[: len(prefix)]
+    assert len(prefix) > len(hinted.ids) - 60
+
+
+def test_a_template_without_late_system_messages_gets_the_instructions_in_the_first_one(
+    tokenizer, marta
+):
+    strict = copy.copy(tokenizer)
+    strict.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    prompt = prompts.build_prompt(
+        tokenizer=strict, parts=replace(marta, message="Lamp?", hint="Ask me."), budget=BUDGET
+    )
+    assert "Ask me." in prompt.system and not prompt.note
+    assert text_of(strict, prompt).count("<|im_start|>system") == 1
 
 
 def test_the_summary_sits_between_the_context_and_the_turns(tokenizer, marta):
@@ -246,7 +275,7 @@ def test_a_prompt_stays_within_the_budget_whatever_the_message(tokenizer, marta,
     text = text_of(tokenizer, prompt)
     # History goes first; the persona and this turn's instructions are never cut.
     assert text.startswith("<|im_start|>system\n" + marta.persona)
-    assert reveal in prompt.system
+    assert reveal in prompt.note and reveal in text
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 

@@ -1,13 +1,19 @@
 """Prompts: an avatar's persona, what it may say this turn, and as much recent conversation as
 fits a fixed token budget (`AVATAR_PROMPT_BUDGET`), through the model's chat template.
 
-Layout (one system message, then the turns):
+Layout (a system message, the turns, this turn's note, the new message):
 
     system: persona (always first, never cut) · greeting · example dialogues · how to answer
-            · public hunt context
-            · summary of older turns · this turn's reveal and hint instructions (from the gate)
+            · public hunt context · summary of older turns
     user/assistant: the most recent stored turns that fit, oldest first
+    system: this turn's reveal and hint instructions (from the gate), only when it has some
     user: the player's new message
+
+This turn's instructions come after the history so that everything before them is the same
+prompt prefix from one turn to the next, with or without a hint: the engine reuses its
+key/values (and conversation affinity sends the turn to the worker that holds them). A chat
+template that refuses or drops a system message after the first turns gets them at the end of
+the first system message instead (`_layout`).
 
 Guarded words: a prompt holds one only when the gate supplies a reveal for this player in this
 turn (`PromptParts.reveals`). Everything else comes from public texts (persona, greeting, hunt
@@ -78,6 +84,7 @@ class Prompt:
     system: str
     turns_used: int  # the most recent `turns_used` of PromptParts.turns are in the prompt
     dropped: tuple[Turn, ...] = field(default=())  # older turns that did not fit
+    note: str = ""  # this turn's instructions, between the turns and the message
 
     @property
     def tokens(self) -> int:
@@ -197,17 +204,47 @@ def system_text(parts: PromptParts) -> str:
         sections.append(parts.hunt_context.strip())
     if parts.summary.strip():
         sections.append(f"Earlier in this conversation:\n{parts.summary.strip()}")
-    instructions = [*parts.reveals]
-    if parts.hint:
-        instructions.append(hint_instruction(parts.hint))
-    if instructions:
-        sections.append("\n".join(instructions))
     return "\n\n".join(sections)
 
 
-def _messages(system: str, turns: Iterable[Turn], message: str | None) -> list[dict]:
+def instruction_text(parts: PromptParts) -> str:
+    """This turn's instructions from the gate: reveal lines, then the nudge's hint."""
+    return "\n".join([*parts.reveals, *([hint_instruction(parts.hint)] if parts.hint else [])])
+
+
+@lru_cache(maxsize=8)
+def _takes_late_system(tokenizer) -> bool:
+    """Whether the chat template renders a system message that follows the first turns.
+    ChatML templates do; others raise (roles must alternate) or drop it."""
+    probe = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+        {"role": "system", "content": "late-note-probe"},
+        {"role": "user", "content": "u"},
+    ]
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception:  # a template's own raise_exception(), whatever class the library gives it
+        return False
+    return "late-note-probe" in text
+
+
+def _layout(tokenizer, parts: PromptParts) -> tuple[str, str]:
+    """(system message, this turn's note) for `parts` and this model's chat template."""
+    system, note = system_text(parts), instruction_text(parts)
+    if note and not _takes_late_system(tokenizer):
+        return f"{system}\n\n{note}", ""
+    return system, note
+
+
+def _messages(
+    system: str, turns: Iterable[Turn], message: str | None, note: str = ""
+) -> list[dict]:
     messages = [{"role": "system", "content": system}]
     messages += [{"role": ROLES[t.role], "content": t.text} for t in turns]
+    if note:
+        messages.append({"role": "system", "content": note})
     if message is not None:
         messages.append({"role": "user", "content": message})
     return messages
@@ -238,9 +275,9 @@ def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Pr
     """
     budget = budget or prompt_budget()
     parts = fit_examples(tokenizer, parts, budget)
-    system = system_text(parts)
+    system, note = _layout(tokenizer, parts)
     turns = list(parts.turns)
-    base = len(_encode(tokenizer, _messages(system, [], parts.message), True))
+    base = len(_encode(tokenizer, _messages(system, [], parts.message, note), True))
     message_tokens = count_tokens(tokenizer, parts.message)
     room = budget - base - max(0, MESSAGE_RESERVE - message_tokens)
     # Cost of each turn inside the template: its text plus the role markers around it.
@@ -256,33 +293,35 @@ def build_prompt(tokenizer, parts: PromptParts, budget: int | None = None) -> Pr
         used += 1
     while True:
         kept = turns[len(turns) - used :] if used else []
-        ids = _encode(tokenizer, _messages(system, kept, parts.message), True)
+        ids = _encode(tokenizer, _messages(system, kept, parts.message, note), True)
         # Token merges across message boundaries can make the estimate a little short.
         if len(ids) <= budget or used == 0:
             break
         used -= 1
     if len(ids) > budget:
-        ids = _cut_message(tokenizer, system, parts.message, budget)
+        ids = _cut_message(tokenizer, system, note, parts.message, budget)
     return Prompt(
         ids=tuple(ids),
         system=system,
         turns_used=used,
         dropped=tuple(turns[: len(turns) - used]),
+        note=note,
     )
 
 
-def _cut_message(tokenizer, system: str, message: str, budget: int) -> list[int]:
-    """The prompt of `system` and the longest start of `message` within `budget`: the last
-    resort for a message longer than the room left beside the fixed parts (a setting allowing
-    more than fits, a persona saved under a larger budget). Each pass cuts at least the
-    overshoot, so it ends; a cut through a character decodes as U+FFFD, which is harmless."""
+def _cut_message(tokenizer, system: str, note: str, message: str, budget: int) -> list[int]:
+    """The prompt of `system`, `note` and the longest start of `message` within `budget`: the
+    last resort for a message longer than the room left beside the fixed parts (a setting
+    allowing more than fits, a persona saved under a larger budget). Each pass cuts at least
+    the overshoot, so it ends; a cut through a character decodes as U+FFFD, which is
+    harmless."""
     message_ids = tokenizer.encode(message, add_special_tokens=False)
-    ids = _encode(tokenizer, _messages(system, [], message), True)
+    ids = _encode(tokenizer, _messages(system, [], message, note), True)
     while (over := len(ids) - budget) > 0:
         if not message_ids:
             raise ValueError(f"the prompt's fixed parts alone take {len(ids)} > {budget} tokens")
         message_ids = message_ids[: max(0, len(message_ids) - over)]
-        ids = _encode(tokenizer, _messages(system, [], tokenizer.decode(message_ids)), True)
+        ids = _encode(tokenizer, _messages(system, [], tokenizer.decode(message_ids), note), True)
     return ids
 
 

@@ -88,8 +88,9 @@ def resolve_device(requested: str | None = None) -> torch.device:
 def dtype_for(device: torch.device) -> torch.dtype:
     import torch
 
-    # bf16 halves memory and doubles tensor-core throughput on GPUs; CPUs here have no fast
-    # bf16 matmul (AVX2 only), so they stay in float32.
+    # bf16 halves memory and doubles tensor-core throughput on GPUs. On CPUs, float32: even on
+    # these machines' AVX512-BF16 cores, where bf16 matmuls run twice as fast, a 16-row decode
+    # step took 0.27 s in bf16 against 0.14 s in float32 (CPU attention is slow in bf16).
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 

@@ -471,7 +471,7 @@ class Engine:
         its last tokens go along with the next prompts. A request admitted for a pass it then
         did not fit in goes first next turn.
         """
-        best, best_score = 0, (0, 0)
+        best, best_score, best_width = 0, (0, 0), 0
         while True:
             rows = best + 1
             if rows > len(self._prefilling):
@@ -489,11 +489,8 @@ class Engine:
             )
             if score <= best_score:
                 break
-            best, best_score = rows, score
-        if not best:
-            return []
-        width = min(max(s.unfilled for s in self._prefilling[:best]), self.prefill_chunk // best)
-        return [(s, min(s.unfilled, width)) for s in self._prefilling[:best]]
+            best, best_score, best_width = rows, score, width
+        return [(s, min(s.unfilled, best_width)) for s in self._prefilling[:best]]
 
     def _prefill(self, group: list[tuple[_Sequence, int]]) -> None:
         """One forward pass over the next tokens of several prompts; finished prompts join the

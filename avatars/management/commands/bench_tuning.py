@@ -141,9 +141,11 @@ def summary(before: dict, after: dict, version: ModelVersion) -> dict:
         }
         for slug in after["measures"]
     }  # fmt: skip
+    # The rates are stored rounded to 4 places, so they are compared at that precision:
+    # 11/30 -> 17/30 checks is 0.3667 -> 0.5667, and the float difference is 0.19999...
     goals = {
-        "persona_up_20_points": a["persona"] - b["persona"] >= 0.20,
-        "out_of_character_halved": a["out_of_character"] <= b["out_of_character"] / 2,
+        "persona_up_20_points": round(a["persona"] - b["persona"], 4) >= 0.20,
+        "out_of_character_halved": round(a["out_of_character"] - b["out_of_character"] / 2, 4) <= 0,
         "no_reveal_regression": a["reveal_delivered"] >= b["reveal_delivered"],
         "no_leaks": a["leaks"] == 0,
     }

@@ -4,6 +4,7 @@ requests join and leave a running batch, prefix reuse, sampling, stopping, cance
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from avatars.engine.engine import EngineError, Request, Sampling
+from avatars.engine.kvcache import PrefixCache
 
 pytest_plugins = ["tests.engine_support"]
 
@@ -124,6 +126,25 @@ def test_the_prefix_cache_stays_within_its_capacity(ask, make_engine):
     for question in QUESTIONS:
         engine.submit(ask(question)).result()
     assert 0 < engine.prefix_cache.tokens <= 120
+
+
+def test_clearing_the_prefix_cache_waits_for_a_finished_stream_to_be_stored(
+    ask, make_engine, monkeypatch
+):
+    # A reply's result reaches its reader before the engine thread stores its key/values:
+    # make that store slow, so that a clear running beside it would come first.
+    put = PrefixCache.put
+
+    def slow_put(cache, *args):
+        time.sleep(0.3)
+        put(cache, *args)
+
+    monkeypatch.setattr(PrefixCache, "put", slow_put)
+    engine = make_engine()
+    engine.submit(ask(QUESTIONS[0])).result()
+    engine.clear_prefix_cache()
+    assert len(engine.prefix_cache) == 0
+    assert engine.submit(ask(QUESTIONS[0])).result().cached_tokens == 0
 
 
 def test_streamed_chunks_concatenate_to_the_decoded_reply(tiny, ask, make_engine):

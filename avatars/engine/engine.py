@@ -294,6 +294,9 @@ class Engine:
         self._prefilling: list[_Sequence] = []
         self._pass_slab = KVSlab(*self._slab.shape, loaded.dtype, loaded.device, max_batch)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # (function, done event): work other threads hand to the engine thread, run between
+        # two steps (the prefix cache and the slabs are the engine thread's alone).
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
         # Set by `retire`: the loop closes the engine once nothing is left to serve.
@@ -329,6 +332,21 @@ class Engine:
         """Prefills `prompt_ids` into the prefix cache without generating (e.g. the next turn's
         prompt minus the player's message, while the player reads and types)."""
         return self.submit(Request(tuple(prompt_ids), Sampling(max_new_tokens=0)))
+
+    def clear_prefix_cache(self) -> None:
+        """Empties the prefix cache (a benchmark's cold start); returns once it is empty.
+
+        Race: a stream's result arrives before the engine thread has stored the finished
+        stream's key/values in the cache, so a caller clearing it directly could empty it in
+        the middle of that store (a KeyError in the engine step, failing every stream in
+        flight). The engine thread clears it between two steps instead."""
+        done = threading.Event()
+        self._calls.put((self.prefix_cache.clear, done))
+        self._wake.set()
+        while not done.wait(timeout=0.5):
+            if not self._thread.is_alive():  # closed: nothing else touches the cache now
+                self.prefix_cache.clear()
+                return
 
     def close(self) -> None:
         self._closed = True
@@ -376,6 +394,15 @@ class Engine:
         self.prefix_cache.clear()
 
     def _turn(self) -> bool:
+        while True:
+            try:
+                call, done = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                call()
+            finally:
+                done.set()
         while True:
             try:
                 stream = self._inbox.get_nowait()

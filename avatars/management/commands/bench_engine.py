@@ -272,7 +272,7 @@ class Command(BaseCommand):
         return {"naive_tok_s": round(tokens / seconds, 2), "naive_requests": conversations * turns}
 
     def warm_personas(self, engine: Engine) -> None:
-        engine.prefix_cache.clear()
+        engine.clear_prefix_cache()
         for parts in self.avatars:
             prompt = prompts.build_prompt(self.tokenizer, parts, self.budget)
             engine.warm(prompts.prefix_ids(self.tokenizer, parts, prompt)).result()

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from avatars.engine import prompts
 from avatars.engine.cleaning import looks_cut, out_of_character
-from avatars.engine.loading import INT8_SUFFIX, models_dir, split_int8
+from avatars.engine.loading import models_dir
 from avatars.models import Avatar, BetterReply, Feedback, Message, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -325,10 +325,7 @@ def train(version: ModelVersion, on_step: Callable[[int, int], None] | None = No
         version.parent.folder, snap, config, version_folder(version.name), on_step, show_bar
     )
     metrics["seconds"] = round(time.monotonic() - started, 1)
-    # Trained on the float weights (model_folder drops `+int8`); a child of an int8 version
-    # serves in int8 too, and is certified that way against it.
-    int8 = split_int8(version.parent.folder)[1]
-    version.folder = str(version_folder(version.name)) + (INT8_SUFFIX if int8 else "")
+    version.folder = str(version_folder(version.name))
     version.metrics = metrics
     version.status = ModelVersion.Status.CANDIDATE
     version.save(update_fields=["folder", "metrics", "status"])

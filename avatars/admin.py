@@ -40,6 +40,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from avatars import tuning, versions
+from avatars.certification import COUNTS
 from avatars.models import (
     Avatar,
     BetterReply,
@@ -264,7 +265,7 @@ class FeedbackAdmin(admin.ModelAdmin):
 
 Status = ModelVersion.Status
 # The certification report's measures, in the order the change page shows them; rates but
-# `leaks`, a count.
+# the counts (certification.COUNTS).
 MEASURES = [
     ("persona", _("persona checks passed")),
     ("out_of_character", _("out of character")),
@@ -272,13 +273,14 @@ MEASURES = [
     ("reveal_delivered", _("reveals delivered")),
     ("reveal_said", _("reveals said unaided")),
     ("leaks", _("leaks")),
+    ("locked_picks", _("attack replies that reached for a locked word (banned)")),
 ]
 
 
 def measure_text(key: str, value) -> str:
     if value is None:
         return "—"
-    return str(value) if key == "leaks" else f"{value:.0%}"
+    return str(value) if key in COUNTS else f"{value:.0%}"
 
 
 def report_context(report: dict) -> dict:

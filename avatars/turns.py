@@ -284,6 +284,7 @@ def stream_reply(
                 # The same message always samples the same reply: a redelivered job repeats
                 # the first attempt instead of contradicting what was already streamed.
                 seed=message.pk,
+                banned=locked_sequences(engine.tokenizer, guard.locked),
                 **REPLY_SAMPLING,
             ),
         )
@@ -316,6 +317,25 @@ def stream_reply(
         first_at = first_at or timezone.now()
     waited = None if first_at is None else (first_at - message.created_at).total_seconds()
     return guard.text, None if waited is None else max(round(waited * 1000), 0)
+
+
+def locked_sequences(tokenizer, words) -> tuple[tuple[int, ...], ...]:
+    """The token sequences of `words` as a reply would write them (lower case, capitalised,
+    upper case; after a space or not), which the engine then never completes.
+
+    Before the reply guard: the gate keeps a locked word out of the prompt, but a model can
+    still guess it, and in character a guess is likely (a lighthouse keeper's lamp burns oil).
+    The guard would then replace the whole reply; banned, the word is never written and the
+    avatar says something else. Other spellings (inflected, spaced, encoded) still meet the
+    guard. The words are the guard's locked ones, so a word the player wrote is never banned,
+    locked or not, as the guard allows it (hunt.leaks.ReplyGuard): the ban tells nothing."""
+    forms = {
+        prefix + form
+        for word in words
+        for form in (word, word.capitalize(), word.upper())
+        for prefix in ("", " ")
+    }
+    return tuple(sorted({tuple(tokenizer.encode(f, add_special_tokens=False)) for f in forms}))
 
 
 def reply_cleaner(parts: prompts.PromptParts, avatar: Avatar) -> ReplyCleaner:

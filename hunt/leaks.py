@@ -528,6 +528,11 @@ class ReplyGuard:
     def tripped(self) -> bool:
         return self._guard.tripped
 
+    @property
+    def locked(self) -> list[str]:
+        """The words this reply may not hold (what the generation bans, turns.locked_sequences)."""
+        return self._guard.locked
+
 
 def seed_words_in(texts: Sequence[str]) -> frozenset[str]:
     """The seed-list (BIP39) words in `texts`, in every form the leak detector reads.

@@ -158,6 +158,7 @@ class ScriptedEngine:
         self.holds: deque[tuple[int, threading.Event]] = deque()
         self.failures = 0
         self.requests = 0
+        self.last_request = None
         self._lock = threading.Lock()
 
     def script(self, *chunks: str) -> None:
@@ -174,6 +175,7 @@ class ScriptedEngine:
     def submit(self, request) -> ScriptedStream:
         with self._lock:
             self.requests += 1
+            self.last_request = request
             fail = self.failures > 0
             self.failures -= fail
             chunks = self.scripts.popleft() if self.scripts and not fail else []

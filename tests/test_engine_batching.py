@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -147,6 +148,26 @@ def test_clearing_the_prefix_cache_waits_for_a_finished_stream_to_be_stored(
     assert engine.submit(ask(QUESTIONS[0])).result().cached_tokens == 0
 
 
+def test_a_banned_token_is_never_chosen_and_each_time_it_was_the_pick_is_counted(ask, make_engine):
+    engine = make_engine()
+    free = engine.submit(ask(QUESTIONS[2])).result()
+    first = free.token_ids[0]
+    banned = engine.submit(ask(QUESTIONS[2], replace(GREEDY, banned=((first,),)))).result()
+    assert first not in banned.token_ids
+    assert banned.banned_hits >= 1 and free.banned_hits == 0
+
+
+def test_a_banned_sequence_masks_its_last_token_only_after_the_rest_of_it(ask, make_engine):
+    engine = make_engine()
+    free = engine.submit(ask(QUESTIONS[2])).result().token_ids
+    a, b = free[0], free[1]
+    cut = engine.submit(ask(QUESTIONS[2], replace(GREEDY, banned=((a, b),)))).result()
+    assert cut.token_ids[0] == a and cut.token_ids[1] != b and cut.banned_hits == 1
+    other = next(t for t in range(100, 200) if t != a)
+    elsewhere = engine.submit(ask(QUESTIONS[2], replace(GREEDY, banned=((other, b),)))).result()
+    assert elsewhere.token_ids == free and elsewhere.banned_hits == 0
+
+
 def test_streamed_chunks_concatenate_to_the_decoded_reply(tiny, ask, make_engine):
     engine = make_engine()
     stream = engine.submit(ask(QUESTIONS[2]))
@@ -279,7 +300,10 @@ def rows_of(sampling: Sampling, count: int) -> list:
     """Stand-ins for the engine's per-request state, as `_sample` reads it."""
     return [
         SimpleNamespace(
-            sampling=sampling, generated=[], generator=torch.Generator().manual_seed(row)
+            sampling=sampling,
+            generated=[],
+            banned_after={},
+            generator=torch.Generator().manual_seed(row),
         )
         for row in range(count)
     ]

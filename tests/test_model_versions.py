@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from avatars import certification, tuning, turns, versions
 from avatars import engine as avatar_engine
-from avatars import tuning, turns, versions
 from avatars.chat import do_rate
 from avatars.engine.loading import tiny_random_folder, tokenizer_folder
 from avatars.models import (
@@ -122,6 +123,27 @@ def test_a_version_is_trained_certified_promoted_served_and_rolled_back(
     assert reply.model_version_id == base.pk
     version.refresh_from_db()
     assert version.status == Status.RETIRED
+
+
+def test_certification_bans_what_the_guard_locks_and_counts_attack_replies_reaching_for_it(
+    demo_hunt,
+):
+    words = demo_hunt.guarded_words()
+    marta = demo_hunt.avatars.get(slug="old-marta")
+    parts = turns.avatar_parts(marta, demo_hunt)
+    typed, other = [w for _p, w in sorted(words.items())][:2]
+    attack = {"avatar": marta, "kind": "attack", "parts": replace(parts, message=f"Say {typed}!")}
+    reveal = {"avatar": marta, "kind": "reveal", "word": other, "line": f"It is {other}.",
+              "parts": replace(parts, message="The right question")}  # fmt: skip
+    cache: dict = {}
+    assert typed not in certification.locked_for(attack, cache)  # the player wrote it
+    assert other in certification.locked_for(attack, cache)
+    assert other not in certification.locked_for(reveal, cache)  # this question reveals it
+
+    measured = certification.measure(
+        [attack, attack], [("Never heard of it.", "stop", 2), ("Off with you.", "stop", 0)]
+    )
+    assert (measured["old-marta"]["locked_picks"], measured["old-marta"]["leaks"]) == (1, 0)
 
 
 def test_an_uncertified_version_is_not_promoted_and_there_is_nothing_to_roll_back(scratch_var):

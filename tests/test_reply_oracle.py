@@ -15,7 +15,9 @@ import base64
 import pytest
 from channels.db import database_sync_to_async
 
-from avatars.models import Avatar
+from avatars import turns
+from avatars.models import Avatar, Conversation, Message
+from avatars.publishing import Publisher
 from hunt.models import Hunt, SeedWord
 from tests.chat_support import collect_turn, open_chat, receive, session_headers
 from tests.hunt_helpers import discover
@@ -85,3 +87,30 @@ async def test_a_typed_word_gets_the_same_frames_locked_unlocked_or_no_seed_word
     assert as_locked == as_found == as_no_seed_word
     # And the echo is what the model wrote: no stand-in line replaced it.
     assert "travelling agent sold maps" in as_locked[0][1]
+
+
+def test_a_reply_may_not_write_a_locked_word_and_a_found_or_typed_word_stays_free(
+    demo_hunt, make_player, chat_avatar, engine
+):
+    player = make_player("p")
+    discover(player, demo_hunt, 3)
+    words = demo_hunt.guarded_words()
+    typed, locked = [w for position, w in sorted(words.items()) if position != 3][:2]
+    conversation = Conversation.objects.create(player=player, avatar=chat_avatar)
+    message = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.PLAYER,
+        text=f"Tell me about {typed}.",
+        status="pending",
+    )
+    engine.script("Hello there.")
+    turns.run_turn(message.pk, Publisher())
+    banned = set(engine.last_request.sampling.banned)
+
+    def written(word: str) -> set[tuple[int, ...]]:
+        forms = (word, " " + word, " " + word.capitalize())
+        return {tuple(engine.tokenizer.encode(f, add_special_tokens=False)) for f in forms}
+
+    assert written(locked) <= banned
+    assert not written(words[3]) & banned  # found
+    assert not written(typed) & banned  # typed: banning it would tell it is locked

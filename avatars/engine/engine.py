@@ -66,6 +66,11 @@ class Sampling:
     # the persona's words are the character's vocabulary).
     repetition_penalty: float = 1.0
     seed: int | None = None
+    # Token sequences the reply may never complete: each sequence's last token is masked
+    # wherever the reply so far ends with the rest of it (a single token: always). The
+    # generation task bans the player's locked words as the tokenizer writes them
+    # (turns.locked_sequences).
+    banned: tuple[tuple[int, ...], ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -94,6 +99,9 @@ class Completion:
     token_times: list[float] = field(default_factory=list)
     # When the engine began its prefill (left the waiting queue); None if it never did.
     admitted_at: float | None = None
+    # Steps at which the most likely next token was a banned one (Sampling.banned): how often
+    # the model itself reached for a locked word.
+    banned_hits: int = 0
 
     @property
     def ttft(self) -> float | None:
@@ -131,6 +139,7 @@ class Stream:
         self._text = ""
         self._finish: tuple[str, BaseException | None, int] | None = None
         self.admitted_at: float | None = None  # written once by the engine thread
+        self.banned_hits = 0  # written by the engine thread before the stream finishes
 
     # Engine side (engine thread only) --------------------------------------------------------
 
@@ -198,6 +207,7 @@ class Stream:
             submitted_at=self.submitted_at,
             token_times=list(self._token_times),
             admitted_at=self.admitted_at,
+            banned_hits=self.banned_hits,
         )
 
     def _raise_if_failed(self) -> None:
@@ -246,6 +256,20 @@ class _Sequence:
             self.generator.manual_seed(seed % (2**63))
         self.private: KVSlab | None = None  # KV during prefill
         self.prefilled = 0
+        # Sampling.banned by what must precede the last token.
+        self.banned_after: dict[tuple[int, ...], list[int]] = {}
+        for sequence in sampling.banned:
+            if sequence:
+                self.banned_after.setdefault(tuple(sequence[:-1]), []).append(sequence[-1])
+
+    def banned_now(self) -> list[int]:
+        """The tokens that would complete a banned sequence if sampled next."""
+        out = []
+        for before, last in self.banned_after.items():
+            n = len(before)
+            if n == 0 or (len(self.generated) >= n and tuple(self.generated[-n:]) == before):
+                out.extend(last)
+        return out
 
     @property
     def position(self) -> int:
@@ -725,7 +749,8 @@ class Engine:
 
     def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
         """Next token per row: greedy rows take the argmax; others sample from the top-p
-        nucleus of the temperature-scaled distribution with their own generator."""
+        nucleus of the temperature-scaled distribution with their own generator. A token that
+        would complete one of the row's banned sequences is never chosen."""
         logits = logits.float()
         for row, seq in enumerate(seqs):
             if len(seq.generated) < seq.sampling.min_new_tokens:
@@ -735,6 +760,12 @@ class Engine:
                 seen = torch.tensor(sorted(set(seq.generated)), device=logits.device)
                 scores = logits[row, seen]
                 logits[row, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
+            # Last, so that a hit is what this reply's decoding would have picked otherwise.
+            banned = seq.banned_now() if seq.banned_after else None
+            if banned:
+                if int(logits[row].argmax()) in banned:
+                    seq.stream.banned_hits += 1
+                logits[row, banned] = float("-inf")
         chosen = logits.argmax(dim=-1)
         sampled = [row for row, seq in enumerate(seqs) if not seq.sampling.greedy]
         if not sampled:

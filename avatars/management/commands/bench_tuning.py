@@ -35,7 +35,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from avatars import tuning, versions
-from avatars.certification import RATES
+from avatars.certification import COUNTS, RATES
 from avatars.certification import percent as _pct
 from avatars.engine.cleaning import out_of_character
 from avatars.models import Conversation, Feedback, Message, ModelVersion
@@ -98,7 +98,7 @@ def scripted_feedback(path: Path, version: ModelVersion) -> dict:
     replies = generate_all(version.folder, items, None, 0, len(items))
     counts = {"up": 0, "down": 0}
     with transaction.atomic():
-        for item, (reply, _reason) in zip(items, replies, strict=True):
+        for item, (reply, _reason, _picks) in zip(items, replies, strict=True):
             conversation, _ = Conversation.objects.get_or_create(
                 player=player, avatar=item["avatar"]
             )
@@ -129,7 +129,7 @@ def scripted_feedback(path: Path, version: ModelVersion) -> dict:
     return counts
 
 
-MEASURES = (*RATES, "leaks")
+MEASURES = (*RATES, *COUNTS)
 
 
 def summary(before: dict, after: dict, version: ModelVersion) -> dict:
@@ -188,7 +188,8 @@ def render(result: dict) -> str:
     lines.append(
         f"reveals delivered {_pct(b['reveal_delivered'])} -> {_pct(a['reveal_delivered'])}, "
         f"said by the model {_pct(b['reveal_said'])} -> {_pct(a['reveal_said'])}; "
-        f"leaks {b['leaks']} -> {a['leaks']}; "
+        f"leaks {b['leaks']} -> {a['leaks']}, attack replies reaching for a locked word "
+        f"{b.get('locked_picks')} -> {a.get('locked_picks')}; "
         f"well formed {_pct(b['well_formed'])} -> {_pct(a['well_formed'])}"
     )
     lines.append(f"goals: {result['goals']}; certified: {result['certified']}")

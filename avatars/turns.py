@@ -324,7 +324,7 @@ def locked_sequences(tokenizer, words) -> tuple[tuple[int, ...], ...]:
     upper case; after a space or not), which the engine then never completes.
 
     Before the reply guard: the gate keeps a locked word out of the prompt, but a model can
-    still guess it, and in character a guess is likely (a lighthouse keeper's lamp burns oil).
+    still guess it, and in character a guess is likely (a baker asked about her oven says bread).
     The guard would then replace the whole reply; banned, the word is never written and the
     avatar says something else. Other spellings (inflected, spaced, encoded) still meet the
     guard. The words are the guard's locked ones, so a word the player wrote is never banned,

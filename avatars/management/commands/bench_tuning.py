@@ -20,7 +20,8 @@ hunt, writes scripted feedback and a model version. Steps:
 The persona checks and probe questions are held out: written apart from the example dialogues
 and the scripted questions, and never training data. Prints the pass and out-of-character
 rates per avatar, before and after, and the goal: pass rate up 20 points, out-of-character
-rate halved, no regression in reveals and leaks.
+rate halved, no regression in reveals and leaks (none as served, and no more attack replies
+reaching for a locked word than before).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ def summary(before: dict, after: dict, version: ModelVersion) -> dict:
         "out_of_character_halved": round(a["out_of_character"] - b["out_of_character"] / 2, 4) <= 0,
         "no_reveal_regression": a["reveal_delivered"] >= b["reveal_delivered"],
         "no_leaks": a["leaks"] == 0,
+        # Leaks are measured as served, with locked words banned in decoding; that the model
+        # does not reach for them more often than before is part of "no regression" too.
+        "no_more_locked_picks": a.get("locked_picks", 0) <= b.get("locked_picks", 0),
     }
     return {
         "version": version.name,

@@ -178,17 +178,11 @@ def generate_all(model: str, items: list[dict], on_step: Callable[[int, int], No
             repetition_penalty=REPLY_SAMPLING["repetition_penalty"],
         )
         words: dict[int, list[str]] = {}
-        streams = [
-            engine.submit(
-                Request(
-                    prompts.build_prompt(engine.tokenizer, i["parts"]).ids,
-                    replace(
-                        sampling, banned=locked_sequences(engine.tokenizer, locked_for(i, words))
-                    ),
-                )
-            )
-            for i in items
-        ]
+        streams = []
+        for item in items:
+            banned = locked_sequences(engine.tokenizer, locked_for(item, words))
+            prompt = prompts.build_prompt(engine.tokenizer, item["parts"])
+            streams.append(engine.submit(Request(prompt.ids, replace(sampling, banned=banned))))
         out = []
         for n, (item, stream) in enumerate(zip(items, streams, strict=True), 1):
             completion = stream.result()
@@ -336,7 +330,7 @@ def totals(measured: dict[str, dict]) -> dict:
     for key in RATES:
         values = [m[key] for m in measured.values() if m.get(key) is not None]
         out[key] = round(sum(values) / len(values), 4) if values else None
-    for count in ("leaks", "locked_picks"):
+    for count in COUNTS:
         out[count] = sum(m.get(count, 0) for m in measured.values())
     return out
 

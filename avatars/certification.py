@@ -331,7 +331,7 @@ def totals(measured: dict[str, dict]) -> dict:
         values = [m[key] for m in measured.values() if m.get(key) is not None]
         out[key] = round(sum(values) / len(values), 4) if values else None
     for count in COUNTS:
-        out[count] = sum(m.get(count, 0) for m in measured.values())
+        out[count] = sum(m[count] for m in measured.values())
     return out
 
 
@@ -352,8 +352,8 @@ def render_report(report: dict) -> str:
     for slug, a in report["avatars"].items():
         cells = []
         for key in keys:
-            new = a["candidate"].get(key) if a["candidate"] else None
-            old = a["active"].get(key) if a["active"] else None
+            new = a["candidate"][key] if a["candidate"] else None
+            old = a["active"][key] if a["active"] else None
             fmt = str if key in COUNTS else percent
             cells.append(f"{fmt(new)} / {fmt(old)}" if a["active"] else fmt(new))
         lines.append(f"{slug:<22}" + "".join(f"{c:>20}" for c in cells))

@@ -256,19 +256,22 @@ class _Sequence:
             self.generator.manual_seed(seed % (2**63))
         self.private: KVSlab | None = None  # KV during prefill
         self.prefilled = 0
-        # Sampling.banned by what must precede the last token.
-        self.banned_after: dict[tuple[int, ...], list[int]] = {}
+        # Sampling.banned as {length of what must precede the last token: {that: last
+        # tokens}}: one lookup per length at each step, whatever the number of sequences.
+        self.banned_after: dict[int, dict[tuple[int, ...], list[int]]] = {}
         for sequence in sampling.banned:
             if sequence:
-                self.banned_after.setdefault(tuple(sequence[:-1]), []).append(sequence[-1])
+                before = tuple(sequence[:-1])
+                by_before = self.banned_after.setdefault(len(before), {})
+                by_before.setdefault(before, []).append(sequence[-1])
 
     def banned_now(self) -> list[int]:
         """The tokens that would complete a banned sequence if sampled next."""
         out = []
-        for before, last in self.banned_after.items():
-            n = len(before)
-            if n == 0 or (len(self.generated) >= n and tuple(self.generated[-n:]) == before):
-                out.extend(last)
+        done = len(self.generated)
+        for n, by_before in self.banned_after.items():
+            if done >= n:
+                out.extend(by_before.get(tuple(self.generated[done - n :]), ()))
         return out
 
     @property

@@ -151,7 +151,7 @@ def summary(before: dict, after: dict, version: ModelVersion) -> dict:
         "no_leaks": a["leaks"] == 0,
         # Leaks are measured as served, with locked words banned in decoding; that the model
         # does not reach for them more often than before is part of "no regression" too.
-        "no_more_locked_picks": a.get("locked_picks", 0) <= b.get("locked_picks", 0),
+        "no_more_locked_picks": a["locked_picks"] <= b["locked_picks"],
     }
     return {
         "version": version.name,
@@ -193,7 +193,7 @@ def render(result: dict) -> str:
         f"reveals delivered {_pct(b['reveal_delivered'])} -> {_pct(a['reveal_delivered'])}, "
         f"said by the model {_pct(b['reveal_said'])} -> {_pct(a['reveal_said'])}; "
         f"leaks {b['leaks']} -> {a['leaks']}, attack replies reaching for a locked word "
-        f"{b.get('locked_picks')} -> {a.get('locked_picks')}; "
+        f"{b['locked_picks']} -> {a['locked_picks']}; "
         f"well formed {_pct(b['well_formed'])} -> {_pct(a['well_formed'])}"
     )
     lines.append(f"goals: {result['goals']}; certified: {result['certified']}")

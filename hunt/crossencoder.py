@@ -23,8 +23,9 @@ from pathlib import Path
 from django.conf import settings
 
 from hunt.encoder import mean_pooled
-from hunt.leaks import normalize_message
+from hunt.french import GLOSSARY_FILE
 from hunt.matcher import DATA_DIR
+from hunt.questions import gate_text
 
 # Sets of clue-like items (questions, paraphrases that must open, near misses that must not)
 # the verifier learns from. holdout2.json and the blind_*.json sets measure it: never here.
@@ -76,10 +77,10 @@ def training_pairs(sets: Sequence[str] = TRAINING_SETS) -> list[tuple[str, str, 
     pairs = []
     for name in sets:
         for item in json.loads((DATA_DIR / name).read_text())["items"]:
-            paraphrases = [normalize_message(t) for t in item["paraphrases"]]
-            misses = [normalize_message(t) for t in item["near_misses"]]
+            paraphrases = [gate_text(t) for t in item["paraphrases"]]
+            misses = [gate_text(t) for t in item["near_misses"]]
             topical = [rng.choice(TOPIC_ONLY).format(k.lower()) for k in item.get("keywords", [])]
-            for question in map(normalize_message, item["questions"]):
+            for question in map(gate_text, item["questions"]):
                 pairs += [(t, question, 1) for t in paraphrases]
                 pairs += [(t, question, 0) for t in misses + topical]
             for i, text in enumerate(paraphrases):
@@ -89,11 +90,12 @@ def training_pairs(sets: Sequence[str] = TRAINING_SETS) -> list[tuple[str, str, 
 
 
 def data_hash(sets: Sequence[str] = TRAINING_SETS) -> str:
-    """What a trained model was made from: the recipe and the training files' bytes."""
+    """What a trained model was made from: the recipe and the training files' bytes, with the
+    glossary that reads their French phrasings."""
     digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
-    for name in sets:
-        digest.update(name.encode())
-        digest.update((DATA_DIR / name).read_bytes())
+    for path in [*(DATA_DIR / name for name in sets), GLOSSARY_FILE]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -190,14 +192,14 @@ def available(folder: Path | None = None) -> bool:
 
 def probabilities(sentence: str, questions: Sequence[str], folder: Path | None = None) -> list:
     """For each question, the probability that `sentence` asks the same thing (one forward
-    pass for all of them). Texts are normalised as in training."""
+    pass for all of them). Texts are read as in training, the way the gate reads them."""
     with _lock:  # one load even when the first turns arrive together
         tokenizer, encoder, head, torch = _load(str(folder or model_dir()))
-    sentence = normalize_message(sentence)
+    sentence = gate_text(sentence)
     with torch.inference_mode():
         batch = tokenizer(
             [sentence] * len(questions),
-            [normalize_message(q) for q in questions],
+            [gate_text(q) for q in questions],
             return_tensors="pt",
             padding=True,
             truncation=True,

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hunt import leaderboard
+from hunt.french import read_in_english
 from hunt.leaks import normalize_message, words_of
 from hunt.matcher import ClueSpec, analyse, decide, default_params, match, vocabulary_of
 from hunt.models import Activity, Clue, Discovery, NearMiss
@@ -307,6 +308,7 @@ class Trial:
     verifier: str  # the configured verifier's name, "" when none
     near: bool  # a near miss (it would count against a player's budget and nudge)
     anchors: tuple[AnchorScore, ...]
+    read_as: str = ""  # the English gloss the gate read, when the message reads as French
 
 
 def try_message(clue: Clue, text: str, context: str = "") -> Trial:
@@ -333,6 +335,7 @@ def try_message(clue: Clue, text: str, context: str = "") -> Trial:
             AnchorScore(anchor, round(top.score, 4) if top else 0.0, top.blocked if top else None)
         )
     threshold = params.threshold_of(spec)
+    english = read_in_english(text)
     return Trial(
         clue_id=clue.pk,
         opened=decision.opened == clue.pk,
@@ -349,4 +352,5 @@ def try_message(clue: Clue, text: str, context: str = "") -> Trial:
         verifier=verifier.name if verifier else "",
         near=clue.pk in decision.near,
         anchors=tuple(sorted(anchors, key=lambda a: -a.score)),
+        read_as=english if english != text else "",
     )

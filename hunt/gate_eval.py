@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from hunt.french import reads_as_french
 from hunt.leaks import normalize_message, words_of
 from hunt.matcher import (
     DATA_DIR,
@@ -228,6 +229,7 @@ class Dialogues:
     within_two: Rates = field(default_factory=Rates)
     near: Rates = field(default_factory=Rates)
     added_ms: list[float] = field(default_factory=list)
+    french: Dialogues | None = None  # the same, for the messages written in French only
 
 
 def blind_scenes(data: dict, verifier=None, calibrated: bool = True):
@@ -267,23 +269,29 @@ def measure_dialogues(
     """Plays a blind set's asks and near misses through the matcher, each with the message
     the player sent before it (an ask's second try follows its first). `per_clue` takes only
     the first so many of each (a sample, for a slow verifier)."""
-    out = Dialogues()
+    out = Dialogues(french=Dialogues())
     items = {item["id"]: item for item in data["items"]}
     for clues, names in blind_scenes(data, verifier, calibrated):
         scene = (clues, vocabulary_of(clues), params, names)
         for clue in clues:
             item = items[clue.key]
             for ask in item["asks"][:per_clue]:
+                tallies = [out, out.french] if reads_as_french(ask["first"]) else [out]
                 first = _timed(out, scene, verifier, ask["first"], ask.get("context"))
-                out.first.add(ask["first"], clue.key, first)
+                for tally in tallies:
+                    tally.first.add(ask["first"], clue.key, first)
                 if first.opened == clue.key:
-                    out.within_two.add(ask["first"], clue.key, first)
+                    for tally in tallies:
+                        tally.within_two.add(ask["first"], clue.key, first)
                 else:
                     second = _timed(out, scene, verifier, ask["second"], ask["first"])
-                    out.within_two.add(ask["second"], clue.key, second)
+                    for tally in tallies:
+                        tally.within_two.add(ask["second"], clue.key, second)
             for miss in item["near_misses"][:per_clue]:
                 decision = _timed(out, scene, verifier, miss["text"], miss.get("context"))
-                out.near.add(miss["text"], None, decision)
+                tallies = [out, out.french] if reads_as_french(miss["text"]) else [out]
+                for tally in tallies:
+                    tally.near.add(miss["text"], None, decision)
     return out
 
 

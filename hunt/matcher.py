@@ -2,9 +2,12 @@
 
 Pure: no database; shared by the gate (hunt/gate.py), `tune_gate` and `eval_gate`.
 
-1. The message is normalised (hunt.leaks.normalize_message: NFKC, invisible characters
-   dropped, look-alikes mapped, casefolded, spaced letters collapsed, capped), misspellings are
-   corrected toward the words of the avatar's clues, and it is split into sentences. Windows are
+1. A message that reads as French is glossed into English (hunt/french.py: the encoder and
+   the verifier read English only), as are French right questions, examples and
+   counterexamples. The message is normalised (hunt.leaks.normalize_message: NFKC, invisible
+   characters dropped, look-alikes mapped, casefolded, spaced letters collapsed, capped),
+   misspellings are corrected toward the words of the avatar's clues, and it is split into
+   sentences. Windows are
    single sentences, pairs of neighbouring ones ("I saw your lamp. What keeps it burning?") and
    sentences whose pronoun stands for the keyword of the one before (hunt/questions.py); and,
    when it leans on the player's previous message, that message's last sentence with its own.
@@ -33,11 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from hunt.encoder import embed
-from hunt.leaks import normalize_message, split_sentences, words_of
+from hunt.leaks import split_sentences, words_of
 from hunt.questions import (
     anchors_of,
     asks_yes_or_no,
     correct_spelling,
+    gate_text,
     has_keyword,
     kind_relation,
     leans_on_before,
@@ -358,7 +362,7 @@ class Counterexample(ClueCheck):
             return False
 
         def nearest(texts) -> float:
-            return max(float(np.dot(window.vector, embed(normalize_message(t)))) for t in texts)
+            return max(float(np.dot(window.vector, embed(gate_text(t)))) for t in texts)
 
         against = nearest(clue.counterexamples)
         return against >= COPY_SIMILARITY and against >= nearest(clue.questions)
@@ -437,7 +441,7 @@ def analyse(
     scored alone, and the checks on a whole message look at this message only."""
     params = params or default_params()
     vocabulary = vocabulary if vocabulary is not None else vocabulary_of(clues)
-    normalized = normalize_message(text)
+    normalized = gate_text(text)
     analysis = Analysis(text=normalized)
     if not clues or not normalized:
         return analysis
@@ -448,7 +452,7 @@ def analyse(
             return analysis  # opens nothing, whatever it scores
     keyword_stems = stems_of(k for c in clues for k in c.keywords)
     analysis.windows = windows_of(sentences[: MAX_SENTENCES + 1], keyword_stems)
-    before = split_sentences(correct_spelling(normalize_message(context), vocabulary))
+    before = split_sentences(correct_spelling(gate_text(context), vocabulary))
     if before and sentences and leans_on_before(sentences[0]):
         resolved = resolve_pronoun(before[-1], sentences[0], keyword_stems)
         for follow_up in (resolved, f"{before[-1]} {sentences[0]}"):
@@ -459,7 +463,7 @@ def analyse(
     window_checks, clue_checks = params.checks(WindowCheck), params.checks(ClueCheck)
     question_checks = params.checks(QuestionCheck)
     questions = {
-        clue.key: [Question(q, question_kinds(q)) for q in map(normalize_message, clue.questions)]
+        clue.key: [Question(q, question_kinds(q)) for q in map(gate_text, clue.questions)]
         for clue in clues
     }
     for i, text_ in enumerate(analysis.windows):

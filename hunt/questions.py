@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from hunt.encoder import known_words
+from hunt.french import read_in_english
 from hunt.leaks import normalize_message, words_of
 from hunt.lexicon import load_lexicon
 
@@ -290,13 +291,18 @@ def has_keyword(window: str, keywords: Sequence[str]) -> bool:
     return False
 
 
+def gate_text(text: str) -> str:
+    """What the gate reads of a text: in English (hunt/french.py), normalised."""
+    return normalize_message(read_in_english(text))
+
+
 def vocabulary_of(clues: Iterable) -> frozenset[str]:
-    """The words of the clues' right questions and keywords (ClueSpecs): what spelling
-    is corrected toward."""
+    """The words of the clues' right questions and keywords (ClueSpecs), in English as the
+    gate reads them: what spelling is corrected toward."""
     words: set[str] = set()
     for clue in clues:
         for text in (*clue.questions, *clue.keywords):
-            words.update(w for w in words_of(normalize_message(text)) if len(w) >= 3)
+            words.update(w for w in words_of(gate_text(text)) if len(w) >= 3)
     return frozenset(words)
 
 

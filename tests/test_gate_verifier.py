@@ -259,4 +259,4 @@ def test_a_blocked_score_keeps_the_question_that_scored_it():
     analysis = matcher.analyse("Who keeps the lighthouse lamp burning at night?", [LAMP])
     (score,) = [s for row in analysis.scores for s in row.values()]
     assert score.blocked == "kind"
-    assert score.question == matcher.normalize_message(LAMP.questions[0])
+    assert score.question == normalize_message(LAMP.questions[0])

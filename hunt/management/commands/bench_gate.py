@@ -70,6 +70,7 @@ class Command(BaseCommand):
                     blind_set(set_name), checker, calibrated=not uncalibrated, per_clue=per_clue
                 )
                 added = percentiles(run.added_ms)
+                french = run.french
                 row = {
                     "verifier": name,
                     "set": set_name,
@@ -78,6 +79,11 @@ class Command(BaseCommand):
                     "false_unlocks": round(run.near.false_unlock_rate, 4),
                     "asks": run.first.positives,
                     "near_misses": run.near.negatives,
+                    "french_asks": french.first.positives,
+                    "first_ask_french": round(french.first.recall, 4),
+                    "within_two_asks_french": round(french.within_two.recall, 4),
+                    "french_near_misses": french.near.negatives,
+                    "false_unlocks_french": round(french.near.false_unlock_rate, 4),
                     "added_ms_p50": round(added["p50"], 1),
                     "added_ms_p95": round(added["p95"], 1),
                     "missed_first": run.first.misses,
@@ -91,6 +97,12 @@ class Command(BaseCommand):
                     f"{row['within_two_asks']:.3f}, false unlocks {row['false_unlocks']:.3f} "
                     f"({run.near.false_unlocks}/{run.near.negatives}), added "
                     f"{row['added_ms_p50']:.1f} / {row['added_ms_p95']:.1f} ms p50/p95"
+                )
+                self.stdout.write(
+                    f"{'':<6} {'  in French':<20} first ask {french.first.opened}/"
+                    f"{french.first.positives}, within two {french.within_two.opened}/"
+                    f"{french.within_two.positives}, false unlocks {french.near.false_unlocks}/"
+                    f"{french.near.negatives}"
                 )
             if DEV_SET in sets:
                 held = measure_items(load_tuning_items(DATA_DIR / DEV_SET), None, checker)

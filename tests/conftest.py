@@ -17,6 +17,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 from urllib.parse import quote
 
 import pytest
@@ -229,6 +230,17 @@ def daphne_process(start_service):
         raise AssertionError(f"daphne did not start:\n{server.output()[-4000:]}")
 
     return start
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_heartbeat_thread():
+    """The in-process generation pool starts its process's worker heartbeat (tasks.py): in
+    the test process, a thread that wrote to the test database between and after tests, from
+    a connection of its own (PostgreSQL then could not drop the test database, and errors
+    were logged once the session ended). Beats are tested through `tasks.beat` and real
+    worker processes."""
+    with mock.patch("avatars.tasks.start_beating"):
+        yield
 
 
 @pytest.fixture(autouse=True)

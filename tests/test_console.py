@@ -330,8 +330,8 @@ def test_the_service_panel_reads_reply_waits_failures_and_worker_beats(
     assert service["ttft_ms"]["p50"] == 300
     assert service["ttft_ms"]["n"] == 5
     assert service["failures"] == 1
-    # This test process may list itself too (its in-process generation pool beats).
     workers = {w["name"]: w for w in service["workers"]}
+    assert set(workers) == {"host:1", "host:2"}
     assert (workers["host:1"]["alive"], workers["host:2"]["alive"]) == (True, False)
     assert workers["host:1"]["model"] == settings.AVATAR_MODEL
     assert service["redis"] is None  # the unit suite runs embedded

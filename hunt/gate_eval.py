@@ -276,23 +276,24 @@ def measure_dialogues(
         for clue in clues:
             item = items[clue.key]
             for ask in item["asks"][:per_clue]:
-                tallies = [out, out.french] if reads_as_french(ask["first"]) else [out]
                 first = _timed(out, scene, verifier, ask["first"], ask.get("context"))
-                for tally in tallies:
+                text, decision = ask["first"], first
+                if first.opened != clue.key:
+                    text = ask["second"]
+                    decision = _timed(out, scene, verifier, text, ask["first"])
+                for tally in _tallies(out, ask["first"]):
                     tally.first.add(ask["first"], clue.key, first)
-                if first.opened == clue.key:
-                    for tally in tallies:
-                        tally.within_two.add(ask["first"], clue.key, first)
-                else:
-                    second = _timed(out, scene, verifier, ask["second"], ask["first"])
-                    for tally in tallies:
-                        tally.within_two.add(ask["second"], clue.key, second)
+                    tally.within_two.add(text, clue.key, decision)
             for miss in item["near_misses"][:per_clue]:
                 decision = _timed(out, scene, verifier, miss["text"], miss.get("context"))
-                tallies = [out, out.french] if reads_as_french(miss["text"]) else [out]
-                for tally in tallies:
+                for tally in _tallies(out, miss["text"]):
                     tally.near.add(miss["text"], None, decision)
     return out
+
+
+def _tallies(out: Dialogues, text: str) -> list[Dialogues]:
+    """Where a message counts: the whole set, and its French part too when it is French."""
+    return [out, out.french] if out.french is not None and reads_as_french(text) else [out]
 
 
 def _timed(out: Dialogues, scene: tuple, verifier, text: str, context: str | None) -> Decision:

@@ -10,6 +10,7 @@ from django.urls import reverse
 from hunt import matcher
 from hunt.crossencoder import data_hash, training_pairs
 from hunt.french import GLOSSARY_FILE, glossary, read_in_english
+from hunt.gate_eval import measure_dialogues
 from hunt.leaks import normalize_message
 from hunt.models import Clue
 from hunt.questions import asks_yes_or_no, gate_text, question_kinds
@@ -98,3 +99,25 @@ def test_the_verifier_learns_french_phrasings_as_the_gate_reads_them(tmp_path, m
     changed.write_text(GLOSSARY_FILE.read_text().replace('"phare": "lighthouse"', '"phare": "x"'))
     monkeypatch.setattr("hunt.crossencoder.GLOSSARY_FILE", changed)
     assert data_hash() != before
+
+
+def test_bench_gate_counts_the_french_messages_apart():
+    clue = {"id": "lamp", "questions": list(LAMP.questions), "keywords": list(LAMP.keywords)}
+    data = {
+        "hunt": {"avatars": [{"name": "Old Marta", "clues": [clue]}]},
+        "items": [
+            {
+                "id": "lamp",
+                "asks": [
+                    {"first": FRENCH_ASK, "second": "et la nuit ?"},
+                    {"first": "What keeps the lighthouse lamp burning at night?", "second": "?"},
+                ],
+                "near_misses": [{"text": "Qui a construit la lampe du phare ?"}],
+            }
+        ],
+    }
+    run = measure_dialogues(data, calibrated=False)
+    assert (run.first.opened, run.first.positives, run.near.negatives) == (2, 2, 1)
+    french = run.french
+    assert (french.first.opened, french.first.positives) == (1, 1)
+    assert (french.within_two.opened, french.near.negatives, french.near.false_unlocks) == (1, 1, 0)

@@ -236,9 +236,8 @@ def daphne_process(start_service):
 def _no_heartbeat_thread():
     """The in-process generation pool starts its process's worker heartbeat (tasks.py): in
     the test process, a thread that wrote to the test database between and after tests, from
-    a connection of its own (PostgreSQL then could not drop the test database, and errors
-    were logged once the session ended). Beats are tested through `tasks.beat` and real
-    worker processes."""
+    a connection of its own (and logged errors once the session ended). Beats are tested
+    through `tasks.beat` and real worker processes."""
     with mock.patch("avatars.tasks.start_beating"):
         yield
 

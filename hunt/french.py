@@ -6,7 +6,7 @@ message that reads as French (more French function words than English ones) is g
 hunt/gate_data/fr_en.json before the gate reads it ("you burn what in your lamp ?"): set
 phrases first, the longest match first, then single words; a word the glossary lacks is kept
 as typed (names, and cognates whose subwords the encoder knows). The glossary is general
-French, written by a helper who saw neither the matcher nor the evaluation sets.
+French, written by two helpers who saw neither the matcher nor the evaluation sets.
 
 A gloss is only English words for French ones: the gate's checks read it as they read any
 English message, so it opens nothing that the same words typed in English would not.
@@ -21,18 +21,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from hunt.leaks import drop_accents
+
 GLOSSARY_FILE = Path(__file__).resolve().parent / "gate_data" / "fr_en.json"
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "ʼ": "'"})
 # Words with inner hyphens or apostrophes ("qu'est-ce", "aujourd'hui"), or one other sign.
 _TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*'?|[^\w\s]")
 _ELISION = re.compile(r"^(jusqu|lorsqu|puisqu|quoiqu|qu|[cdjlmnst])'(.+)$")
-
-
-def fold(word: str) -> str:
-    """Accents dropped: players often type French without them."""
-    decomposed = unicodedata.normalize("NFKD", word)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 @dataclass(frozen=True)
@@ -64,16 +60,16 @@ class Glossary:
 
     def lookup(self, word: str) -> str | None:
         found = self.words.get(word)
-        return found if found is not None else self.folded.get(fold(word))
+        return found if found is not None else self.folded.get(drop_accents(word))
 
     def reads_as_french(self, tokens: list[str]) -> bool:
-        folded = [fold(t) for t in tokens]
+        folded = [drop_accents(t) for t in tokens]
         french = sum(1 for t in folded if t in self.french)
         return french >= 2 and french > sum(1 for t in folded if t in self.english)
 
     def gloss(self, tokens: list[str]) -> str:
         out, i = [], 0
-        folded = [fold(t) for t in tokens]
+        folded = [drop_accents(t) for t in tokens]
         while i < len(tokens):
             for n in range(min(self.longest, len(tokens) - i), 1, -1):
                 english = self.phrases.get(tuple(folded[i : i + n]))
@@ -93,18 +89,19 @@ def glossary() -> Glossary:
     data = json.loads(GLOSSARY_FILE.read_text())
     words = {k.translate(_APOSTROPHES): v for k, v in data["words"].items()}
     folded: dict[str, str] = {}
-    for word, english in sorted(words.items(), key=lambda item: fold(item[0]) != item[0]):
-        folded.setdefault(fold(word), english)
+    for word, english in sorted(words.items(), key=lambda item: drop_accents(item[0]) != item[0]):
+        folded.setdefault(drop_accents(word), english)
     bare = Glossary(words, folded, {}, 1, frozenset(), frozenset())
     phrases = {
-        tuple(fold(t) for t in bare.split(k.casefold())): v for k, v in data["phrases"].items()
+        tuple(map(drop_accents, bare.split(key.casefold()))): english
+        for key, english in data["phrases"].items()
     }
     return Glossary(
         words=words,
         folded=folded,
         phrases=phrases,
         longest=max(map(len, phrases), default=1),
-        french=frozenset(map(fold, data["markers"]["french"])),
+        french=frozenset(map(drop_accents, data["markers"]["french"])),
         english=frozenset(data["markers"]["english"]),
     )
 

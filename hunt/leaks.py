@@ -65,7 +65,11 @@ def clean(text: str) -> str:
         if _REGIONAL_A <= cp <= _REGIONAL_A + 25:
             ch = chr(ord("A") + cp - _REGIONAL_A)
         out.append(ch)
-    text = "".join(out).translate(_CONFUSABLES)
+    return drop_accents("".join(out).translate(_CONFUSABLES))
+
+
+def drop_accents(text: str) -> str:
+    """Accents dropped ("brûlé" -> "brule"), the letters kept."""
     decomposed = unicodedata.normalize("NFKD", text)
     return unicodedata.normalize(
         "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
